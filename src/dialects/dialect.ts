@@ -1,0 +1,44 @@
+import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely } from 'kysely';
+import type { Database, ItemsTable } from '../types.js';
+
+/** A column type as Kysely's schema builder takes it. */
+export type ColumnType = ColumnDataType | Expression<unknown>;
+
+/**
+ * @internal
+ * Everything that differs between the databases the engine runs on. One implementation per
+ * database lives beside this file; the engine, outbox and expiry code ask it and never branch.
+ */
+export interface SqlDialect {
+  readonly name: 'mysql' | 'postgres';
+
+  /** A unique constraint rejected the row (MySQL 1062, PostgreSQL 23505). */
+  isDuplicateKey(error: unknown): boolean;
+  /** A deadlock, lock-wait timeout or serialization failure: the whole transaction may be retried. */
+  isRetryable(error: unknown): boolean;
+
+  /** Inserts an item and returns its generated id (insert id vs RETURNING). */
+  insertItem(db: Kysely<Database>, values: Insertable<ItemsTable>): Promise<number>;
+
+  /** A JSON value as the driver hands it over (a string or already parsed) → the value. */
+  parseJson(value: unknown): unknown;
+  /** A value → what the driver should bind for a JSON column. */
+  serializeJson(value: unknown): unknown;
+
+  /** Column types and options for the migrations. */
+  readonly schema: {
+    /** Millisecond-precision UTC timestamp. */
+    readonly timestamp: ColumnType;
+    /** A UUID stored compactly and compared byte for byte. */
+    readonly uuid: ColumnType;
+    /** Short ASCII key compared byte for byte (idempotency keys). */
+    readonly asciiKey: ColumnType;
+    /** Short Unicode text compared byte for byte (SKUs, names). */
+    readonly shortText: ColumnType;
+    readonly json: ColumnType;
+    /** An integer primary key the database generates. */
+    identity(column: ColumnDefinitionBuilder): ColumnDefinitionBuilder;
+    /** Table options (storage engine, default character set). */
+    table(builder: CreateTableBuilder<any, any>): CreateTableBuilder<any, any>;
+  };
+}

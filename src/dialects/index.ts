@@ -1,0 +1,36 @@
+import type { Kysely } from 'kysely';
+import { UnsupportedDatabaseError } from '../errors.js';
+import type { SqlDialect } from './dialect.js';
+import { mysqlDialect } from './mysql.js';
+import { postgresDialect } from './postgres.js';
+
+export type { SqlDialect } from './dialect.js';
+
+/** Adapter class names (Kysely's and well-known third-party ones) → dialect. */
+const BY_ADAPTER: ReadonlyArray<[RegExp, SqlDialect]> = [
+  [/^Mysql/i, mysqlDialect],
+  [/^(Postgres|PGlite|Pglite|Neon|Supabase)/i, postgresDialect],
+];
+
+const cache = new WeakMap<object, SqlDialect>();
+
+/**
+ * @internal
+ * The dialect for a Kysely instance, chosen once from its adapter. Matches by class name along
+ * the prototype chain, so a host's Kysely copy (or a dialect extending Kysely's adapters) works
+ * without `instanceof` across package copies.
+ */
+export function dialectOf(db: Kysely<any>): SqlDialect {
+  const adapter = db.getExecutor().adapter as object;
+  const cached = cache.get(adapter);
+  if (cached) return cached;
+  for (let proto = Object.getPrototypeOf(adapter); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    const name: string = proto.constructor?.name ?? '';
+    const match = BY_ADAPTER.find(([pattern]) => pattern.test(name));
+    if (match) {
+      cache.set(adapter, match[1]);
+      return match[1];
+    }
+  }
+  throw new UnsupportedDatabaseError(adapter.constructor?.name ?? 'unknown');
+}

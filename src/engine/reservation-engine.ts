@@ -1,0 +1,343 @@
+import type { Kysely, Transaction } from 'kysely';
+import { z } from 'zod';
+import { dialectOf, type SqlDialect } from '../dialects/index.js';
+import {
+  DuplicateSkuError,
+  IdempotencyConflictError,
+  InsufficientStockError,
+  InvalidStateError,
+  NotFoundError,
+  TransactionConflictError,
+  ValidationError,
+} from '../errors.js';
+import { payloadHash } from '../idempotency/payload-hash.js';
+import { eventRow } from '../outbox/event-row.js';
+import { toItem, toReservation } from '../rows.js';
+import { inTransaction } from '../transaction.js';
+import type { Database, Item, Reservation } from '../types.js';
+import { uuidv7 } from '../uuid.js';
+import {
+  createItemSchema,
+  isUuid,
+  itemIdSchema,
+  MAX_AVAILABLE_QUANTITY,
+  parse,
+  reserveSchema,
+  restockSchema,
+  ttlSecondsSchema,
+} from '../validation.js';
+
+/** Options of {@link ReservationEngine}. */
+export interface ReservationEngineOptions {
+  /**
+   * The host's Kysely instance: MySQL 8 / MariaDB ≥ 10.6 (`MysqlDialect` over mysql2; set
+   * `timezone: 'Z'` on the pool so timestamps stay UTC), PostgreSQL ≥ 13 or PGlite. The engine
+   * uses it as is and never closes it. Run {@link migrateToLatest} on it once first.
+   */
+  readonly db: Kysely<any>;
+  /**
+   * How long a reservation holds its stock when `reserve` is not given `ttlSeconds`.
+   * A positive integer, at most 30 days.
+   * @defaultValue 900 (15 minutes)
+   */
+  readonly defaultTtlSeconds?: number;
+  /**
+   * The engine's notion of now: timestamps, expiry times, and whether a reservation has expired
+   * when it is confirmed. Inject a fake clock in tests.
+   * @defaultValue () => new Date()
+   */
+  readonly clock?: () => Date;
+}
+
+/** What {@link ReservationEngine.createItem} takes. */
+export interface CreateItemInput {
+  /** Unique stock-keeping unit, 1–255 characters, compared byte for byte. */
+  readonly sku: string;
+  /** 1–255 characters. */
+  readonly name: string;
+  /** Units on hand, 0 to 2,147,483,647. */
+  readonly availableQuantity: number;
+}
+
+/** What {@link ReservationEngine.restock} takes. */
+export interface RestockInput {
+  readonly itemId: number;
+  /** Units to add: a positive integer, at most 1,000,000. */
+  readonly quantity: number;
+}
+
+/** What {@link ReservationEngine.reserve} takes. */
+export interface ReserveInput {
+  readonly itemId: number;
+  /** Units to hold: a positive integer, at most 1,000,000. */
+  readonly quantity: number;
+  /**
+   * The client's key for this request, 1–64 printable ASCII characters. Sending the same key
+   * with the same request again returns the first result (`replayed: true`); with a different
+   * request it is an {@link IdempotencyConflictError}.
+   */
+  readonly idempotencyKey: string;
+  /**
+   * How long to hold the stock, in seconds: a positive integer, at most 30 days.
+   * @defaultValue the engine's `defaultTtlSeconds`
+   */
+  readonly ttlSeconds?: number;
+}
+
+/** What {@link ReservationEngine.reserve} returns. */
+export interface ReserveResult {
+  readonly reservation: Reservation;
+  /** `true` when the idempotency key had been used with this request before: nothing new was written. */
+  readonly replayed: boolean;
+}
+
+const optionsSchema = z.strictObject({
+  db: z.custom<Kysely<any>>((v) => typeof (v as Kysely<any> | null)?.getExecutor === 'function', { error: 'must be a Kysely instance' }),
+  defaultTtlSeconds: ttlSecondsSchema.optional(),
+  clock: z.custom<() => Date>((v) => typeof v === 'function', { error: 'must be a function returning a Date' }).optional(),
+});
+
+/** Replays can lose a race with a transaction that rolls back; this many rounds settle it. */
+const MAX_RESERVE_ROUNDS = 5;
+
+/**
+ * Holds stock for a limited time without ever overselling.
+ *
+ * @example
+ * ```ts
+ * const engine = new ReservationEngine({ db });
+ * const item = await engine.createItem({ sku: 'TSHIRT-M', name: 'T-shirt M', availableQuantity: 10 });
+ * const { reservation } = await engine.reserve({ itemId: item.id, quantity: 2, idempotencyKey: req.header('Idempotency-Key') });
+ * await engine.confirm(reservation.id);
+ * ```
+ */
+export class ReservationEngine {
+  readonly #db: Kysely<Database>;
+  readonly #dialect: SqlDialect;
+  readonly #defaultTtlSeconds: number;
+  readonly #clock: () => Date;
+
+  constructor(options: ReservationEngineOptions) {
+    const parsed = parse(optionsSchema, options, 'options');
+    this.#db = parsed.db as Kysely<Database>;
+    this.#dialect = dialectOf(parsed.db);
+    this.#defaultTtlSeconds = parsed.defaultTtlSeconds ?? 900;
+    this.#clock = parsed.clock ?? (() => new Date());
+  }
+
+  /** Adds an item. A SKU that exists already is a {@link DuplicateSkuError}. */
+  async createItem(input: CreateItemInput): Promise<Item> {
+    const { sku, name, availableQuantity } = parse(createItemSchema, input);
+    const now = this.#now();
+    try {
+      const id = await this.#dialect.insertItem(this.#db, { sku, name, available_quantity: availableQuantity, created_at: now, updated_at: now });
+      return toItem({ id, sku, name, available_quantity: availableQuantity, created_at: now, updated_at: now });
+    } catch (error) {
+      if (this.#dialect.isDuplicateKey(error)) throw new DuplicateSkuError(sku);
+      throw error;
+    }
+  }
+
+  /** The item, or `undefined` when no item has this id. An id that is not a positive integer is a {@link ValidationError}. */
+  async getItem(itemId: number): Promise<Item | undefined> {
+    const id = parse(itemIdSchema, itemId, 'itemId');
+    const row = await this.#db.selectFrom('items').selectAll().where('id', '=', id).executeTakeFirst();
+    return row && toItem(row);
+  }
+
+  /** Adds `quantity` units to the item's stock and returns the item. */
+  async restock(input: RestockInput): Promise<Item> {
+    const { itemId, quantity } = parse(restockSchema, input);
+    return inTransaction(this.#db, this.#dialect, async (trx) => {
+      const result = await trx
+        .updateTable('items')
+        .set((eb) => ({ available_quantity: eb('available_quantity', '+', quantity), updated_at: this.#now() }))
+        .where('id', '=', itemId)
+        .where('available_quantity', '<=', MAX_AVAILABLE_QUANTITY - quantity)
+        .executeTakeFirst();
+      const row = await trx.selectFrom('items').selectAll().where('id', '=', itemId).executeTakeFirst();
+      if (!row) throw new NotFoundError('item', itemId);
+      if (Number(result.numUpdatedRows) === 0) {
+        throw new ValidationError([`quantity: restocking ${quantity} would take item ${itemId} over ${MAX_AVAILABLE_QUANTITY.toLocaleString('en-US')} units`]);
+      }
+      return toItem(row);
+    });
+  }
+
+  /**
+   * Holds `quantity` units of an item until `ttlSeconds` from now, or returns the earlier result
+   * for a repeated idempotency key.
+   *
+   * One transaction writes the idempotency record, the PENDING reservation and its
+   * `reservation.created` outbox event, then decrements the stock with a guarded UPDATE
+   * (`available_quantity >= quantity`) — last, so the item's row lock is held only until COMMIT.
+   * When it fails (unknown item, not enough stock) nothing is stored and the key may be reused.
+   *
+   * @throws {ValidationError} bad input
+   * @throws {NotFoundError} no item with this id
+   * @throws {InsufficientStockError} fewer units available than requested
+   * @throws {IdempotencyConflictError} the key was used with a different request
+   */
+  async reserve(input: ReserveInput): Promise<ReserveResult> {
+    const { itemId, quantity, idempotencyKey, ttlSeconds = this.#defaultTtlSeconds } = parse(reserveSchema, input);
+    const hash = payloadHash({ itemId, quantity, ttlSeconds });
+
+    for (let round = 1; ; round++) {
+      const earlier = await this.#findByIdempotencyKey(this.#db, idempotencyKey);
+      if (earlier) {
+        if (earlier.hash !== hash) throw new IdempotencyConflictError(idempotencyKey);
+        return { reservation: earlier.reservation, replayed: true };
+      }
+      try {
+        const reservation = await inTransaction(this.#db, this.#dialect, (trx) =>
+          this.#insertReservation(trx, { itemId, quantity, idempotencyKey, ttlSeconds, hash }),
+        );
+        return { reservation, replayed: false };
+      } catch (error) {
+        // A concurrent request with the same key committed first (our INSERT waited for it):
+        // the next round reads and replays its result, outside the failed transaction's snapshot.
+        if (!this.#dialect.isDuplicateKey(error)) throw error;
+        if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error);
+      }
+    }
+  }
+
+  /**
+   * Confirms a PENDING reservation that has not expired (engine clock). Confirming a CONFIRMED
+   * reservation returns it unchanged, so retries are safe.
+   *
+   * @throws {NotFoundError} unknown or malformed id
+   * @throws {InvalidStateError} CANCELLED or EXPIRED, or PENDING past `expiresAt` (code `RESERVATION_EXPIRED`)
+   */
+  async confirm(reservationId: string): Promise<Reservation> {
+    if (!isUuid(reservationId)) throw new NotFoundError('reservation', reservationId);
+    return inTransaction(this.#db, this.#dialect, async (trx) => {
+      const now = this.#now();
+      const result = await trx
+        .updateTable('reservations')
+        .set({ status: 'CONFIRMED', updated_at: now })
+        .where('id', '=', reservationId)
+        .where('status', '=', 'PENDING')
+        .where('expires_at', '>', now)
+        .executeTakeFirst();
+      const row = await trx.selectFrom('reservations').selectAll().where('id', '=', reservationId).forUpdate().executeTakeFirst();
+      if (!row) throw new NotFoundError('reservation', reservationId);
+      const reservation = toReservation(row);
+      if (Number(result.numUpdatedRows) === 1) {
+        await trx.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.confirmed', reservation, now)).execute();
+        return reservation;
+      }
+      if (reservation.status === 'CONFIRMED') return reservation;
+      throw new InvalidStateError(reservationId, reservation.status, 'confirm', reservation.status === 'PENDING');
+    });
+  }
+
+  /**
+   * Cancels a PENDING reservation and returns its stock. Cancelling a CANCELLED reservation
+   * returns it unchanged. A PENDING reservation past its `expiresAt` that the expiry sweep has
+   * not reached yet may still be cancelled: the stock comes back either way.
+   *
+   * @throws {NotFoundError} unknown or malformed id
+   * @throws {InvalidStateError} CONFIRMED or EXPIRED
+   */
+  async cancel(reservationId: string): Promise<Reservation> {
+    if (!isUuid(reservationId)) throw new NotFoundError('reservation', reservationId);
+    return inTransaction(this.#db, this.#dialect, async (trx) => {
+      const now = this.#now();
+      const result = await trx
+        .updateTable('reservations')
+        .set({ status: 'CANCELLED', updated_at: now })
+        .where('id', '=', reservationId)
+        .where('status', '=', 'PENDING')
+        .executeTakeFirst();
+      const row = await trx.selectFrom('reservations').selectAll().where('id', '=', reservationId).forUpdate().executeTakeFirst();
+      if (!row) throw new NotFoundError('reservation', reservationId);
+      const reservation = toReservation(row);
+      if (Number(result.numUpdatedRows) === 1) {
+        await trx.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.cancelled', reservation, now)).execute();
+        // Lock order reservation → item, as everywhere: no deadlock cycles.
+        await trx
+          .updateTable('items')
+          .set((eb) => ({ available_quantity: eb('available_quantity', '+', reservation.quantity), updated_at: now }))
+          .where('id', '=', reservation.itemId)
+          .execute();
+        return reservation;
+      }
+      if (reservation.status === 'CANCELLED') return reservation;
+      throw new InvalidStateError(reservationId, reservation.status, 'cancel');
+    });
+  }
+
+  /** The reservation, or `undefined` for an unknown or malformed id. */
+  async getReservation(reservationId: string): Promise<Reservation | undefined> {
+    if (!isUuid(reservationId)) return undefined;
+    const row = await this.#db.selectFrom('reservations').selectAll().where('id', '=', reservationId).executeTakeFirst();
+    return row && toReservation(row);
+  }
+
+  async #findByIdempotencyKey(db: Kysely<Database>, idempotencyKey: string) {
+    const row = await db
+      .selectFrom('idempotency_requests as i')
+      .innerJoin('reservations as r', 'r.id', 'i.reservation_id')
+      .selectAll('r')
+      .select('i.payload_hash')
+      .where('i.idempotency_key', '=', idempotencyKey)
+      .executeTakeFirst();
+    return row && { hash: row.payload_hash, reservation: toReservation(row) };
+  }
+
+  async #insertReservation(
+    trx: Transaction<Database>,
+    request: { itemId: number; quantity: number; idempotencyKey: string; ttlSeconds: number; hash: string },
+  ): Promise<Reservation> {
+    const now = this.#now();
+    const reservation: Reservation = Object.freeze({
+      id: uuidv7(now.getTime()),
+      itemId: request.itemId,
+      quantity: request.quantity,
+      status: 'PENDING',
+      idempotencyKey: request.idempotencyKey,
+      expiresAt: new Date(now.getTime() + request.ttlSeconds * 1000),
+      createdAt: now,
+      updatedAt: now,
+    });
+    // First: the key's unique index makes a concurrent request with the same key wait here.
+    await trx
+      .insertInto('idempotency_requests')
+      .values({ idempotency_key: request.idempotencyKey, payload_hash: request.hash, reservation_id: reservation.id, created_at: now })
+      .execute();
+    await trx
+      .insertInto('reservations')
+      .values({
+        id: reservation.id,
+        item_id: reservation.itemId,
+        quantity: reservation.quantity,
+        status: reservation.status,
+        idempotency_key: reservation.idempotencyKey,
+        expires_at: reservation.expiresAt,
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
+    await trx.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.created', reservation, now)).execute();
+    // Last: the guarded decrement takes the item's row lock, held only until COMMIT.
+    const result = await trx
+      .updateTable('items')
+      .set((eb) => ({ available_quantity: eb('available_quantity', '-', request.quantity), updated_at: now }))
+      .where('id', '=', request.itemId)
+      .where('available_quantity', '>=', request.quantity)
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) === 0) {
+      const item = await trx.selectFrom('items').select('available_quantity').where('id', '=', request.itemId).executeTakeFirst();
+      if (!item) throw new NotFoundError('item', request.itemId);
+      throw new InsufficientStockError(request.itemId, request.quantity, Number(item.available_quantity));
+    }
+    return reservation;
+  }
+
+  #now(): Date {
+    const now = this.#clock();
+    if (!(now instanceof Date) || Number.isNaN(now.getTime())) throw new ValidationError([`clock: must return a valid Date, got ${String(now)}`]);
+    return now;
+  }
+}

@@ -1,0 +1,30 @@
+export { ReservationEngine } from './engine/reservation-engine.js';
+export type { CreateItemInput, ReservationEngineOptions, ReserveInput, ReserveResult, RestockInput } from './engine/reservation-engine.js';
+export { runOutboxBatch, retryDelayMs } from './outbox/run-outbox-batch.js';
+export type { OutboxBatchResult, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
+export { expireBatch } from './expiry/expire-batch.js';
+export type { ExpireBatchOptions } from './expiry/expire-batch.js';
+export {
+  migrateToLatest,
+  reservationEngineMigrations,
+  reservationEngineMigrationProvider,
+  MIGRATION_TABLE,
+  MIGRATION_LOCK_TABLE,
+} from './migrations/index.js';
+export {
+  ReservationError,
+  ValidationError,
+  NotFoundError,
+  InsufficientStockError,
+  IdempotencyConflictError,
+  InvalidStateError,
+  DuplicateSkuError,
+  TransactionConflictError,
+  UnsupportedDatabaseError,
+} from './errors.js';
+export { MAX_QUANTITY, MAX_AVAILABLE_QUANTITY, MAX_TTL_SECONDS, MAX_BATCH_LIMIT } from './validation.js';
+export type { Item, Reservation, ReservationStatus, OutboxEvent, OutboxEventType, ReservationEventPayload } from './types.js';
+export { createEmbeddedDatabase } from './embedded/create-embedded-database.js';
+export type { EmbeddedDatabaseOptions } from './embedded/create-embedded-database.js';
+export { PGliteDialect } from './embedded/pglite-dialect.js';
+export type { PGliteLike } from './embedded/pglite-dialect.js';

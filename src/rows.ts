@@ -1,0 +1,33 @@
+import type { Selectable } from 'kysely';
+import type { Item, ItemsTable, Reservation, ReservationsTable } from './types.js';
+
+/** @internal A row of `items` → the public {@link Item}. */
+export function toItem(row: Selectable<ItemsTable>): Item {
+  return Object.freeze({
+    id: Number(row.id),
+    sku: row.sku,
+    name: row.name,
+    availableQuantity: Number(row.available_quantity),
+    createdAt: toDate(row.created_at),
+    updatedAt: toDate(row.updated_at),
+  });
+}
+
+/** @internal A row of `reservations` → the public {@link Reservation}. */
+export function toReservation(row: Selectable<ReservationsTable>): Reservation {
+  return Object.freeze({
+    id: row.id,
+    itemId: Number(row.item_id),
+    quantity: Number(row.quantity),
+    status: row.status,
+    idempotencyKey: row.idempotency_key,
+    expiresAt: toDate(row.expires_at),
+    createdAt: toDate(row.created_at),
+    updatedAt: toDate(row.updated_at),
+  });
+}
+
+/** @internal Drivers return Date objects; a string only if the host configured `dateStrings`. */
+export function toDate(value: Date | string): Date {
+  return value instanceof Date ? value : new Date(value);
+}

@@ -1,0 +1,19 @@
+import { randomFillSync } from 'node:crypto';
+
+/**
+ * @internal
+ * A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. New ids sort
+ * after old ones, so InnoDB's clustered primary key only ever appends, yet they cannot be guessed.
+ */
+export function uuidv7(now: number = Date.now()): string {
+  const bytes = randomFillSync(new Uint8Array(16));
+  let ms = now;
+  for (let i = 5; i >= 0; i--) {
+    bytes[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  bytes[6] = (bytes[6]! & 0x0f) | 0x70;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = Buffer.from(bytes).toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}

@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
+import { afterAll, beforeAll, beforeEach, describe, inject } from 'vitest';
+import { migrateToLatest } from '../../src/index.js';
+
+export type DialectName = 'mysql' | 'postgres' | 'pglite';
+export interface DialectTarget {
+  name: DialectName;
+  url: string;
+}
+
+/** The dialects this run tests, as decided by test/global-setup.ts. */
+export const DIALECTS: DialectTarget[] = inject('dialects');
+
+/** A fresh, migrated database for one test file and dialect, emptied before each test. */
+export class TestDatabase {
+  #db: Kysely<any> | undefined;
+  #drop: (() => Promise<void>) | undefined;
+  #connect: ((poolSize: number) => Kysely<any>) | undefined;
+  readonly #extra: Kysely<any>[] = [];
+
+  constructor(readonly target: DialectTarget) {}
+
+  get name(): DialectName {
+    return this.target.name;
+  }
+
+  get db(): Kysely<any> {
+    if (!this.#db) throw new Error('TestDatabase used before setup');
+    return this.#db;
+  }
+
+  /** Another Kysely instance (its own pool) on the same database; closed at teardown. */
+  connect(poolSize = 10): Kysely<any> {
+    if (!this.#connect) throw new Error('TestDatabase used before setup');
+    const db = this.#connect(poolSize);
+    this.#extra.push(db);
+    return db;
+  }
+
+  async setup(): Promise<void> {
+    const dbName = `t_${randomBytes(6).toString('hex')}`;
+    if (this.target.name === 'mysql') {
+      const mysql = await import('mysql2');
+      const admin = mysql.createPool({ uri: this.target.url, connectionLimit: 1 });
+      await admin.promise().query(`CREATE DATABASE ${dbName}`);
+      await admin.promise().end();
+      this.#connect = (poolSize) =>
+        new Kysely({
+          dialect: new MysqlDialect({
+            pool: mysql.createPool({ uri: this.target.url, database: dbName, connectionLimit: poolSize, timezone: 'Z' }),
+          }),
+        });
+      this.#drop = async () => {
+        const pool = mysql.createPool({ uri: this.target.url, connectionLimit: 1 });
+        await pool.promise().query(`DROP DATABASE IF EXISTS ${dbName}`);
+        await pool.promise().end();
+      };
+    } else if (this.target.name === 'postgres') {
+      const { default: pg } = await import('pg');
+      const admin = new pg.Client({ connectionString: this.target.url });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${dbName}`);
+      await admin.end();
+      const url = new URL(this.target.url);
+      url.pathname = `/${dbName}`;
+      this.#connect = (poolSize) => new Kysely({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url.toString(), max: poolSize }) }) });
+      this.#drop = async () => {
+        const client = new pg.Client({ connectionString: this.target.url });
+        await client.connect();
+        await client.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+        await client.end();
+      };
+    } else {
+      const { createEmbeddedDatabase } = await import('../../src/index.js');
+      const db = await createEmbeddedDatabase();
+      // One PGlite instance is one database: every "connection" shares it.
+      this.#connect = () => db;
+      this.#db = db;
+      this.#drop = async () => db.destroy();
+      return;
+    }
+    this.#db = this.#connect(50);
+    await migrateToLatest(this.#db);
+  }
+
+  /** Empties every table. */
+  async reset(): Promise<void> {
+    for (const table of ['outbox', 'idempotency_requests', 'reservations', 'items']) {
+      await this.db.deleteFrom(table).execute();
+    }
+  }
+
+  async teardown(): Promise<void> {
+    if (this.target.name !== 'pglite') {
+      for (const db of this.#extra) await db.destroy();
+      await this.#db?.destroy();
+    }
+    await this.#drop?.();
+  }
+
+  /** Rows of a table, for assertions. */
+  async count(table: string, where?: (qb: any) => any): Promise<number> {
+    let q = this.db.selectFrom(table).select(sql<number>`count(*)`.as('n'));
+    if (where) q = where(q);
+    const row = await q.executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+}
+
+/**
+ * Declares the suite once per dialect: `t.db` is a fresh migrated database for the file,
+ * emptied before every test.
+ */
+export function describeEachDialect(name: string, body: (t: TestDatabase) => void): void {
+  for (const target of DIALECTS) {
+    describe(`${name} [${target.name}]`, () => {
+      const t = new TestDatabase(target);
+      beforeAll(() => t.setup(), 120_000);
+      afterAll(() => t.teardown(), 60_000);
+      beforeEach(() => t.reset());
+      body(t);
+    });
+  }
+}
+
+/** A unique key or SKU for one test. */
+export function unique(prefix = 'k'): string {
+  return `${prefix}-${randomBytes(6).toString('hex')}`;
+}
+
+/** Runs `fn` and returns the error it throws (failing the test if it does not throw). */
+export async function caught(fn: () => Promise<unknown>): Promise<any> {
+  try {
+    await fn();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected an error, but the call succeeded');
+}
