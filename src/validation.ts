@@ -62,8 +62,8 @@ export const reserveSchema = z.strictObject({
 
 export const batchLimitSchema = (defaultLimit: number) => positiveInt(MAX_BATCH_LIMIT).default(defaultLimit);
 
-export const dateSchema = z.date({ error: (issue) => `must be a Date, got ${describe(issue.input)}` }).refine((d) => !Number.isNaN(d.getTime()), {
-  error: 'must be a valid Date',
+export const dateSchema = z.date({
+  error: (issue) => (issue.input instanceof Date ? 'must be a valid Date' : `must be a Date, got ${describe(issue.input)}`),
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -41,8 +41,9 @@ describeEachDialect('reserve', (t) => {
     expect((await engine().getItem(itemId))?.availableQuantity).toBe(7);
     const events = await t.db.selectFrom('outbox').selectAll().execute();
     expect(events).toHaveLength(1);
-    expect(events[0].type).toBe('reservation.created');
-    const payload = typeof events[0].payload === 'string' ? JSON.parse(events[0].payload) : events[0].payload;
+    const [event] = events as [any];
+    expect(event.type).toBe('reservation.created');
+    const payload = typeof event.payload === 'string' ? JSON.parse(event.payload) : event.payload;
     expect(payload).toMatchObject({ reservationId: reservation.id, itemId, quantity: 3, status: 'PENDING' });
   });
 

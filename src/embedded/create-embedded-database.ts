@@ -1,4 +1,5 @@
 import { Kysely } from 'kysely';
+import { ReservationError } from '../errors.js';
 import { migrateToLatest } from '../migrations/index.js';
 import { PGliteDialect, type PGliteLike } from './pglite-dialect.js';
 
@@ -27,7 +28,12 @@ export async function createEmbeddedDatabase(options: EmbeddedDatabaseOptions = 
   try {
     ({ PGlite } = (await import('@electric-sql/pglite')) as unknown as { PGlite: new (dataDir?: string) => PGliteLike });
   } catch (error) {
-    throw new Error('createEmbeddedDatabase needs the optional dependency @electric-sql/pglite: npm install @electric-sql/pglite', { cause: error });
+    throw new ReservationError(
+      'createEmbeddedDatabase needs the optional dependency @electric-sql/pglite: npm install @electric-sql/pglite',
+      'MISSING_DEPENDENCY',
+      500,
+      { cause: error },
+    );
   }
   const pglite = new PGlite(options.dataDir ?? 'memory://');
   const db = new Kysely<any>({ dialect: new PGliteDialect(pglite) });

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
+import { CompiledQuery, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, inject } from 'vitest';
 import { migrateToLatest } from '../../src/index.js';
 
@@ -9,6 +9,11 @@ export interface DialectTarget {
   url: string;
 }
 
+export interface ConnectOptions {
+  /** How long a statement waits for a row lock before the database gives up (MySQL rounds up to seconds). */
+  lockTimeoutMs?: number;
+}
+
 /** The dialects this run tests, as decided by test/global-setup.ts. */
 export const DIALECTS: DialectTarget[] = inject('dialects');
 
@@ -16,7 +21,7 @@ export const DIALECTS: DialectTarget[] = inject('dialects');
 export class TestDatabase {
   #db: Kysely<any> | undefined;
   #drop: (() => Promise<void>) | undefined;
-  #connect: ((poolSize: number) => Kysely<any>) | undefined;
+  #connect: ((poolSize: number, options?: ConnectOptions) => Kysely<any>) | undefined;
   readonly #extra: Kysely<any>[] = [];
 
   constructor(readonly target: DialectTarget) {}
@@ -31,9 +36,9 @@ export class TestDatabase {
   }
 
   /** Another Kysely instance (its own pool) on the same database; closed at teardown. */
-  connect(poolSize = 10): Kysely<any> {
+  connect(poolSize = 10, options?: ConnectOptions): Kysely<any> {
     if (!this.#connect) throw new Error('TestDatabase used before setup');
-    const db = this.#connect(poolSize);
+    const db = this.#connect(poolSize, options);
     this.#extra.push(db);
     return db;
   }
@@ -45,10 +50,15 @@ export class TestDatabase {
       const admin = mysql.createPool({ uri: this.target.url, connectionLimit: 1 });
       await admin.promise().query(`CREATE DATABASE ${dbName}`);
       await admin.promise().end();
-      this.#connect = (poolSize) =>
+      this.#connect = (poolSize, options) =>
         new Kysely({
           dialect: new MysqlDialect({
             pool: mysql.createPool({ uri: this.target.url, database: dbName, connectionLimit: poolSize, timezone: 'Z' }),
+            onCreateConnection: options?.lockTimeoutMs
+              ? async (connection) => {
+                  await connection.executeQuery(CompiledQuery.raw(`SET SESSION innodb_lock_wait_timeout = ${Math.ceil(options.lockTimeoutMs! / 1000)}`));
+                }
+              : undefined,
           }),
         });
       this.#drop = async () => {
@@ -64,7 +74,16 @@ export class TestDatabase {
       await admin.end();
       const url = new URL(this.target.url);
       url.pathname = `/${dbName}`;
-      this.#connect = (poolSize) => new Kysely({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url.toString(), max: poolSize }) }) });
+      this.#connect = (poolSize, options) =>
+        new Kysely({
+          dialect: new PostgresDialect({
+            pool: new pg.Pool({
+              connectionString: url.toString(),
+              max: poolSize,
+              ...(options?.lockTimeoutMs ? { options: `-c lock_timeout=${options.lockTimeoutMs}` } : {}),
+            }),
+          }),
+        });
       this.#drop = async () => {
         const client = new pg.Client({ connectionString: this.target.url });
         await client.connect();
@@ -114,6 +133,19 @@ export class TestDatabase {
  */
 export function describeEachDialect(name: string, body: (t: TestDatabase) => void): void {
   for (const target of DIALECTS) {
+    describe(`${name} [${target.name}]`, () => {
+      const t = new TestDatabase(target);
+      beforeAll(() => t.setup(), 120_000);
+      afterAll(() => t.teardown(), 60_000);
+      beforeEach(() => t.reset());
+      body(t);
+    });
+  }
+}
+
+/** Like {@link describeEachDialect}, for behaviour that needs several real connections (not PGlite's one). */
+export function describeEachServerDialect(name: string, body: (t: TestDatabase) => void): void {
+  for (const target of DIALECTS.filter((d) => d.name !== 'pglite')) {
     describe(`${name} [${target.name}]`, () => {
       const t = new TestDatabase(target);
       beforeAll(() => t.setup(), 120_000);

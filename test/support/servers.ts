@@ -4,7 +4,7 @@
  * temp dir, loopback port and socket, so several can run side by side.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, openSync, closeSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -85,8 +85,10 @@ interface PostgresBinaries {
 
 /** initdb and postgres must come from the same installation, so look them up as a pair. */
 export function findPostgresBinaries(): PostgresBinaries | undefined {
-  const initdb = findBinary(['initdb'], postgresBinDirs());
-  if (!initdb) return undefined;
+  const found = findBinary(['initdb'], postgresBinDirs());
+  if (!found) return undefined;
+  // Follow symlinks such as /usr/local/bin/initdb to the real bin dir, where pg_isready lives.
+  const initdb = realpathSync(found);
   const binDir = path.dirname(initdb);
   const postgres = path.join(binDir, 'postgres');
   if (!isExecutableFile(postgres)) return undefined;
@@ -154,6 +156,7 @@ async function run(file: string, args: string[], options: { uid?: number; gid?: 
  * SIGKILLs the process and deletes the dir synchronously instead.
  */
 class Sandbox {
+  readonly dir: string;
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
   private spawnError: Error | undefined;
@@ -167,7 +170,8 @@ class Sandbox {
     }
   };
 
-  private constructor(readonly dir: string) {
+  private constructor(dir: string) {
+    this.dir = dir;
     process.on('exit', this.onProcessExit);
   }
 
@@ -256,10 +260,12 @@ function detectMySqlFlavour(server: string): MySqlFlavour {
   return { mariadb, label: `${mariadb ? 'MariaDB' : 'MySQL'} ${version}` };
 }
 
-async function initMySqlDataDir(server: string, flavour: MySqlFlavour, dataDir: string): Promise<void> {
-  const userArgs = isRoot() ? ['--user=root'] : [];
+async function initMySqlDataDir(server: string, flavour: MySqlFlavour, dir: string): Promise<void> {
+  // A private tmpdir: concurrent bootstraps sharing /tmp have failed with
+  // "Unknown table 'mysql.tmp_user_sys'".
+  const common = [`--datadir=${path.join(dir, 'data')}`, `--tmpdir=${dir}`, ...(isRoot() ? ['--user=root'] : [])];
   if (!flavour.mariadb) {
-    await run(server, ['--no-defaults', '--initialize-insecure', `--datadir=${dataDir}`, ...userArgs]);
+    await run(server, ['--no-defaults', '--initialize-insecure', ...common]);
     return;
   }
   const installDb = findBinary(['mariadb-install-db', 'mysql_install_db'], [
@@ -272,11 +278,10 @@ async function initMySqlDataDir(server: string, flavour: MySqlFlavour, dataDir: 
     '--no-defaults',
     // Tarball installs (/usr/local/mysql) cannot find their files without it.
     `--basedir=${path.dirname(path.dirname(server))}`,
-    `--datadir=${dataDir}`,
     '--auth-root-authentication-method=normal',
     '--skip-test-db',
     '--skip-name-resolve',
-    ...userArgs,
+    ...common,
   ]);
 }
 
@@ -284,6 +289,7 @@ function mySqlServerArgs(flavour: MySqlFlavour, dir: string, port: number): stri
   return [
     '--no-defaults',
     `--datadir=${path.join(dir, 'data')}`,
+    `--tmpdir=${dir}`,
     `--socket=${path.join(dir, 'mysqld.sock')}`,
     `--pid-file=${path.join(dir, 'mysqld.pid')}`,
     `--port=${port}`,
@@ -336,24 +342,21 @@ export async function startMariaDb(): Promise<ThrowawayServer> {
   const server = findMariaDbServer();
   if (!server) throw new Error('no mariadbd or mysqld found on PATH or in ' + MARIADB_DIRS.join(', '));
   const flavour = detectMySqlFlavour(server);
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mariadb-'));
-  const stdoutLog = path.join(dir, 'stdout.log');
-  let managed: ManagedChild | undefined;
+  const sandbox = await Sandbox.create('mariadb-');
+  const stop = () => sandbox.dispose('SIGTERM');
   try {
-    await initMySqlDataDir(server, flavour, path.join(dir, 'data'));
+    await initMySqlDataDir(server, flavour, sandbox.dir);
     const port = await getFreePort();
-    managed = spawnServer(server, mySqlServerArgs(flavour, dir, port), {
-      logFile: stdoutLog,
-      tmpDir: dir,
-      stopSignal: 'SIGTERM',
-    });
-    const socketPath = path.join(dir, 'mysqld.sock');
-    await waitUntilReady(flavour.label, managed.child, [path.join(dir, 'error.log'), stdoutLog], () => canConnect({ socketPath, user: 'root' }));
+    // Most output goes to --log-error; stdout.log catches what is printed before it is opened.
+    const stdoutLog = path.join(sandbox.dir, 'stdout.log');
+    sandbox.spawn(server, mySqlServerArgs(flavour, sandbox.dir, port), { logFile: stdoutLog });
+    const socketPath = path.join(sandbox.dir, 'mysqld.sock');
+    const logFiles = [path.join(sandbox.dir, 'error.log'), stdoutLog];
+    await waitUntilReady(flavour.label, sandbox, logFiles, () => canConnect({ socketPath, user: 'root' }));
     await ensureTcpRoot(socketPath, port);
-    return { url: `mysql://root@127.0.0.1:${port}/`, label: flavour.label, stop: managed.stop };
+    return { url: `mysql://root@127.0.0.1:${port}/`, label: flavour.label, stop };
   } catch (error) {
-    if (managed) await managed.stop();
-    else await fs.rm(dir, { recursive: true, force: true });
+    await stop();
     throw error;
   }
 }
@@ -413,31 +416,23 @@ export async function startPostgres(): Promise<ThrowawayServer> {
   if (!bins) throw new Error('no initdb/postgres found on PATH or in /usr/lib/postgresql/*/bin');
   const runAs = unprivilegedUser();
   const label = postgresLabel(bins.postgres);
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'postgres-'));
-  const dataDir = path.join(dir, 'data');
-  const logFile = path.join(dir, 'postgres.log');
-  let managed: ManagedChild | undefined;
+  const sandbox = await Sandbox.create('postgres-');
+  // SIGINT is PostgreSQL's "fast" shutdown: roll back open sessions and exit.
+  const stop = () => sandbox.dispose('SIGINT');
   try {
-    await fs.chmod(dir, 0o700);
-    if (runAs) await fs.chown(dir, runAs.uid, runAs.gid);
-    await run(bins.initdb, ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'], {
-      cwd: dir,
-      ...runAs,
-    });
+    const dataDir = path.join(sandbox.dir, 'data');
+    const logFile = path.join(sandbox.dir, 'postgres.log');
+    await fs.chmod(sandbox.dir, 0o700);
+    if (runAs) await fs.chown(sandbox.dir, runAs.uid, runAs.gid);
+    const initdbArgs = ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'];
+    await run(bins.initdb, initdbArgs, { cwd: sandbox.dir, ...runAs });
     const port = await getFreePort();
-    // SIGINT is PostgreSQL's "fast" shutdown: roll back open sessions and exit.
-    managed = spawnServer(bins.postgres, postgresServerArgs(dataDir, dir, port), {
-      logFile,
-      tmpDir: dir,
-      stopSignal: 'SIGINT',
-      ...runAs,
-    });
+    sandbox.spawn(bins.postgres, postgresServerArgs(dataDir, sandbox.dir, port), { logFile, ...runAs });
     const probe = bins.pgIsReady ? pgIsReadyProbe(bins.pgIsReady, port) : logAndPortProbe(logFile, port);
-    await waitUntilReady(label, managed.child, [logFile], probe);
-    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, label, stop: managed.stop };
+    await waitUntilReady(label, sandbox, [logFile], probe);
+    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, label, stop };
   } catch (error) {
-    if (managed) await managed.stop();
-    else await fs.rm(dir, { recursive: true, force: true });
+    await stop();
     throw error;
   }
 }
