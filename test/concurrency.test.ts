@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { InsufficientStockError, ReservationEngine, expireBatch, runOutboxBatch } from '../src/index.js';
+import { InsufficientStockError, type Item, ReservationEngine, expireBatch, runOutboxBatch } from '../src/index.js';
 import { describeEachDialect, unique } from './support/db.js';
 
 /** Runs `fn` for 0…n-1 all at once and returns the outcomes. */
@@ -60,7 +60,7 @@ describeEachDialect('concurrency', (t) => {
   it('concurrent expireBatch callers expire each reservation exactly once', async () => {
     const T0 = new Date('2026-08-01T00:00:00.000Z');
     const engine = new ReservationEngine({ db: t.db, clock: () => T0 });
-    const items = [];
+    const items: Item[] = [];
     for (let i = 0; i < 8; i++) items.push(await engine.createItem({ sku: unique(), name: `i${i}`, availableQuantity: 200 }));
     for (let i = 0; i < 400; i++) await engine.reserve({ itemId: items[i % 8]!.id, quantity: 1 + (i % 3), idempotencyKey: `e-${i}`, ttlSeconds: 60 });
     const now = new Date(T0.getTime() + 60_000);
@@ -113,7 +113,7 @@ describeEachDialect('concurrency', (t) => {
     const T0 = new Date('2026-09-01T00:00:00.000Z');
     const expiresAt = new Date(T0.getTime() + 60_000);
     const setupEngine = new ReservationEngine({ db: t.db, clock: () => T0 });
-    const items = [];
+    const items: Item[] = [];
     for (let i = 0; i < 3; i++) items.push(await setupEngine.createItem({ sku: unique(), name: `i${i}`, availableQuantity: 200 }));
     const reservations = [];
     for (let i = 0; i < 150; i++) {
