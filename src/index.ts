@@ -28,3 +28,5 @@ export { createEmbeddedDatabase } from './embedded/create-embedded-database.js';
 export type { EmbeddedDatabaseOptions } from './embedded/create-embedded-database.js';
 export { PGliteDialect } from './embedded/pglite-dialect.js';
 export type { PGliteLike } from './embedded/pglite-dialect.js';
+export { toProblem, PROBLEM_CONTENT_TYPE } from './http/problem.js';
+export type { ProblemDocument } from './http/problem.js';
