@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { ValidationError } from './errors.js';
 
@@ -58,6 +59,11 @@ export const reserveSchema = z.strictObject({
   quantity: positiveInt(MAX_QUANTITY),
   idempotencyKey: idempotencyKeySchema,
   ttlSeconds: ttlSecondsSchema.optional(),
+});
+
+/** The host's Kysely instance, recognised by shape (a host may load another copy of Kysely). */
+export const kyselySchema = z.custom<Kysely<any>>((v) => typeof (v as Kysely<any> | null)?.getExecutor === 'function', {
+  error: 'must be a Kysely instance',
 });
 
 export const batchLimitSchema = (defaultLimit: number) => positiveInt(MAX_BATCH_LIMIT).default(defaultLimit);

@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import type { Kysely, Transaction, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
 import { dialectOf, type SqlDialect } from '../dialects/index.js';
 import {
@@ -14,7 +14,7 @@ import { payloadHash } from '../idempotency/payload-hash.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
 import { inTransaction } from '../transaction.js';
-import type { Database, Item, Reservation } from '../types.js';
+import type { Database, Item, OutboxEventType, Reservation } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import {
   createItemSchema,
@@ -25,6 +25,7 @@ import {
   reserveSchema,
   restockSchema,
   ttlSecondsSchema,
+  kyselySchema,
 } from '../validation.js';
 
 /** Options of {@link ReservationEngine}. */
@@ -92,10 +93,23 @@ export interface ReserveResult {
 }
 
 const optionsSchema = z.strictObject({
-  db: z.custom<Kysely<any>>((v) => typeof (v as Kysely<any> | null)?.getExecutor === 'function', { error: 'must be a Kysely instance' }),
+  db: kyselySchema,
   defaultTtlSeconds: ttlSecondsSchema.optional(),
   clock: z.custom<() => Date>((v) => typeof v === 'function', { error: 'must be a function returning a Date' }).optional(),
 });
+
+type StatusUpdate = UpdateQueryBuilder<Database, 'reservations', 'reservations', UpdateResult>;
+
+interface TransitionStep {
+  readonly to: 'CONFIRMED' | 'CANCELLED';
+  readonly event: OutboxEventType;
+  /** Extra conditions for the UPDATE. */
+  readonly guard?: (update: StatusUpdate, now: Date) => StatusUpdate;
+  /** More writes in the same transaction after a successful transition. */
+  readonly after?: (trx: Transaction<Database>, reservation: Reservation, now: Date) => Promise<unknown>;
+  /** The error for a reservation in another state. */
+  readonly refused: (reservation: Reservation, action: 'confirm' | 'cancel') => Error;
+}
 
 /** Replays can lose a race with a transaction that rolls back; this many rounds settle it. */
 const MAX_RESERVE_ROUNDS = 5;
@@ -210,25 +224,13 @@ export class ReservationEngine {
    * @throws {InvalidStateError} CANCELLED or EXPIRED, or PENDING past `expiresAt` (code `RESERVATION_EXPIRED`)
    */
   async confirm(reservationId: string): Promise<Reservation> {
-    if (!isUuid(reservationId)) throw new NotFoundError('reservation', reservationId);
-    return inTransaction(this.#db, this.#dialect, async (trx) => {
-      const now = this.#now();
-      const result = await trx
-        .updateTable('reservations')
-        .set({ status: 'CONFIRMED', updated_at: now })
-        .where('id', '=', reservationId)
-        .where('status', '=', 'PENDING')
-        .where('expires_at', '>', now)
-        .executeTakeFirst();
-      const row = await trx.selectFrom('reservations').selectAll().where('id', '=', reservationId).forUpdate().executeTakeFirst();
-      if (!row) throw new NotFoundError('reservation', reservationId);
-      const reservation = toReservation(row);
-      if (Number(result.numUpdatedRows) === 1) {
-        await trx.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.confirmed', reservation, now)).execute();
-        return reservation;
-      }
-      if (reservation.status === 'CONFIRMED') return reservation;
-      throw new InvalidStateError(reservationId, reservation.status, 'confirm', reservation.status === 'PENDING');
+    return this.#transition(reservationId, 'confirm', {
+      to: 'CONFIRMED',
+      event: 'reservation.confirmed',
+      // Not past expiresAt by the engine clock, even if no sweep has expired it yet.
+      guard: (update, now) => update.where('expires_at', '>', now),
+      // A PENDING reservation the guard refused is one that expired.
+      refused: (r) => new InvalidStateError(r.id, r.status, 'confirm', r.status === 'PENDING'),
     });
   }
 
@@ -241,30 +243,46 @@ export class ReservationEngine {
    * @throws {InvalidStateError} CONFIRMED or EXPIRED
    */
   async cancel(reservationId: string): Promise<Reservation> {
+    return this.#transition(reservationId, 'cancel', {
+      to: 'CANCELLED',
+      event: 'reservation.cancelled',
+      // Lock order reservation → item, as everywhere: no deadlock cycles.
+      after: (trx, r, now) =>
+        trx
+          .updateTable('items')
+          .set((eb) => ({ available_quantity: eb('available_quantity', '+', r.quantity), updated_at: now }))
+          .where('id', '=', r.itemId)
+          .execute(),
+      refused: (r) => new InvalidStateError(r.id, r.status, 'cancel'),
+    });
+  }
+
+  /**
+   * Moves a PENDING reservation to `to` with a conditional UPDATE and writes its event, in one
+   * transaction. When the UPDATE changes nothing, a locking read says why: unknown id, already
+   * in `to` (returned unchanged: retries are safe), or `refused`.
+   */
+  async #transition(reservationId: string, action: 'confirm' | 'cancel', step: TransitionStep): Promise<Reservation> {
     if (!isUuid(reservationId)) throw new NotFoundError('reservation', reservationId);
     return inTransaction(this.#db, this.#dialect, async (trx) => {
       const now = this.#now();
-      const result = await trx
+      let update = trx
         .updateTable('reservations')
-        .set({ status: 'CANCELLED', updated_at: now })
+        .set({ status: step.to, updated_at: now })
         .where('id', '=', reservationId)
-        .where('status', '=', 'PENDING')
-        .executeTakeFirst();
+        .where('status', '=', 'PENDING');
+      if (step.guard) update = step.guard(update, now);
+      const result = await update.executeTakeFirst();
       const row = await trx.selectFrom('reservations').selectAll().where('id', '=', reservationId).forUpdate().executeTakeFirst();
       if (!row) throw new NotFoundError('reservation', reservationId);
       const reservation = toReservation(row);
       if (Number(result.numUpdatedRows) === 1) {
-        await trx.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.cancelled', reservation, now)).execute();
-        // Lock order reservation → item, as everywhere: no deadlock cycles.
-        await trx
-          .updateTable('items')
-          .set((eb) => ({ available_quantity: eb('available_quantity', '+', reservation.quantity), updated_at: now }))
-          .where('id', '=', reservation.itemId)
-          .execute();
+        await trx.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
+        await step.after?.(trx, reservation, now);
         return reservation;
       }
-      if (reservation.status === 'CANCELLED') return reservation;
-      throw new InvalidStateError(reservationId, reservation.status, 'cancel');
+      if (reservation.status === step.to) return reservation;
+      throw step.refused(reservation, action);
     });
   }
 

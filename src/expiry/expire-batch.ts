@@ -5,7 +5,7 @@ import { eventRow } from '../outbox/event-row.js';
 import { toDate } from '../rows.js';
 import { inTransaction } from '../transaction.js';
 import type { Database } from '../types.js';
-import { batchLimitSchema, dateSchema, parse } from '../validation.js';
+import { batchLimitSchema, dateSchema, kyselySchema, parse } from '../validation.js';
 
 /** Options of {@link expireBatch}. */
 export interface ExpireBatchOptions {
@@ -24,7 +24,7 @@ export interface ExpireBatchOptions {
 }
 
 const optionsSchema = z.strictObject({
-  db: z.custom<Kysely<any>>((v) => typeof (v as Kysely<any> | null)?.getExecutor === 'function', { error: 'must be a Kysely instance' }),
+  db: kyselySchema,
   limit: batchLimitSchema(500),
   now: dateSchema.optional(),
 });

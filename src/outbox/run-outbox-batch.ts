@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { dialectOf } from '../dialects/index.js';
 import type { Database, OutboxEvent } from '../types.js';
-import { batchLimitSchema, dateSchema, parse } from '../validation.js';
+import { batchLimitSchema, dateSchema, kyselySchema, parse } from '../validation.js';
 import { claimEvents } from './claim.js';
 import { markFailed, markProcessed } from './complete.js';
 
@@ -64,7 +64,7 @@ const MAX_ERROR_LENGTH = 2000;
 
 const optionsSchema = z
   .strictObject({
-    db: z.custom<Kysely<any>>((v) => typeof (v as Kysely<any> | null)?.getExecutor === 'function', { error: 'must be a Kysely instance' }),
+    db: kyselySchema,
     handler: z.custom<(event: OutboxEvent) => unknown>((v) => typeof v === 'function', { error: 'must be a function' }),
     limit: batchLimitSchema(100),
     maxAttempts: z.number().int().min(1).max(1000).default(10),

@@ -131,8 +131,8 @@ export class TestDatabase {
  * Declares the suite once per dialect: `t.db` is a fresh migrated database for the file,
  * emptied before every test.
  */
-export function describeEachDialect(name: string, body: (t: TestDatabase) => void): void {
-  for (const target of DIALECTS) {
+export function describeEachDialect(name: string, body: (t: TestDatabase) => void, targets: DialectTarget[] = DIALECTS): void {
+  for (const target of targets) {
     describe(`${name} [${target.name}]`, () => {
       const t = new TestDatabase(target);
       beforeAll(() => t.setup(), 120_000);
@@ -145,15 +145,7 @@ export function describeEachDialect(name: string, body: (t: TestDatabase) => voi
 
 /** Like {@link describeEachDialect}, for behaviour that needs several real connections (not PGlite's one). */
 export function describeEachServerDialect(name: string, body: (t: TestDatabase) => void): void {
-  for (const target of DIALECTS.filter((d) => d.name !== 'pglite')) {
-    describe(`${name} [${target.name}]`, () => {
-      const t = new TestDatabase(target);
-      beforeAll(() => t.setup(), 120_000);
-      afterAll(() => t.teardown(), 60_000);
-      beforeEach(() => t.reset());
-      body(t);
-    });
-  }
+  describeEachDialect(name, body, DIALECTS.filter((d) => d.name !== 'pglite'));
 }
 
 /** A unique key or SKU for one test. */
