@@ -9,8 +9,7 @@ export const MAX_TRANSACTION_ATTEMPTS = 5;
 /**
  * @internal
  * Runs `work` in a transaction; on a deadlock, lock-wait timeout or serialization failure rolls
- * back and runs it again after a short jittered pause, at most {@link MAX_TRANSACTION_ATTEMPTS}
- * times in all, then throws {@link TransactionConflictError}. Other errors pass through.
+ * back and runs it again (see {@link withRetries}). Other errors pass through.
  */
 export async function inTransaction<T>(
   db: Kysely<Database>,
@@ -18,15 +17,27 @@ export async function inTransaction<T>(
   work: (trx: Transaction<Database>) => Promise<T>,
   isolationLevel?: IsolationLevel,
 ): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+  return withRetries(dialect, () => {
+    const builder = db.transaction();
+    return (isolationLevel ? builder.setIsolationLevel(isolationLevel) : builder).execute(work);
+  });
+}
+
+/**
+ * @internal
+ * Runs `attempt` (one whole transaction) again after a short jittered pause when the database
+ * reports a deadlock, lock-wait timeout or serialization failure, at most
+ * {@link MAX_TRANSACTION_ATTEMPTS} times in all, then throws {@link TransactionConflictError}.
+ */
+export async function withRetries<T>(dialect: SqlDialect, attempt: () => Promise<T>): Promise<T> {
+  for (let n = 1; ; n++) {
     try {
-      const builder = db.transaction();
-      return await (isolationLevel ? builder.setIsolationLevel(isolationLevel) : builder).execute(work);
+      return await attempt();
     } catch (error) {
       if (!dialect.isRetryable(error)) throw error;
-      if (attempt >= MAX_TRANSACTION_ATTEMPTS) throw new TransactionConflictError(attempt, error);
+      if (n >= MAX_TRANSACTION_ATTEMPTS) throw new TransactionConflictError(n, error);
       // 2–10 ms, then doubling: enough for the competing transaction to commit.
-      await sleep((2 + Math.random() * 8) * 2 ** (attempt - 1));
+      await sleep((2 + Math.random() * 8) * 2 ** (n - 1));
     }
   }
 }

@@ -1,6 +1,22 @@
 import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely } from 'kysely';
 import type { Database, ItemsTable } from '../types.js';
 
+/** @internal What {@link SqlDialect.reserve} writes. */
+export interface NewReservation {
+  readonly id: string;
+  readonly itemId: number;
+  readonly quantity: number;
+  readonly idempotencyKey: string;
+  readonly payloadHash: string;
+  readonly expiresAt: Date;
+  readonly now: Date;
+  /** The `reservation.created` event payload, serialized for the JSON column. */
+  readonly eventPayload: unknown;
+}
+
+/** @internal */
+export type ReserveOutcome = { readonly reserved: true } | { readonly reserved: false; readonly available: number | null };
+
 /** A column type as Kysely's schema builder takes it. */
 export type ColumnType = ColumnDataType | Expression<unknown>;
 
@@ -19,6 +35,20 @@ export interface SqlDialect {
 
   /** Inserts an item and returns its generated id (insert id vs RETURNING). */
   insertItem(db: Kysely<Database>, values: Insertable<ItemsTable>): Promise<number>;
+
+  /**
+   * Writes a new reservation in ONE round trip and one transaction: the idempotency record, the
+   * PENDING reservation, its `reservation.created` event, and the guarded stock decrement
+   * (`available_quantity >= quantity`), which takes the item's row lock. Because the whole
+   * transaction runs inside the server, the hot row lock is never held across a client round
+   * trip. On a duplicate idempotency key it throws the driver's duplicate-key error; when the
+   * decrement finds no such item or too little stock it writes nothing and says so.
+   */
+  reserve(db: Kysely<Database>, reservation: NewReservation): Promise<ReserveOutcome>;
+
+  /** Creates the server-side routines {@link reserve} relies on (a migration calls it). */
+  createRoutines(db: Kysely<any>): Promise<void>;
+  dropRoutines(db: Kysely<any>): Promise<void>;
 
   /** A JSON value as the driver hands it over (a string or already parsed) → the value. */
   parseJson(value: unknown): unknown;

@@ -13,7 +13,7 @@ import {
 import { payloadHash } from '../idempotency/payload-hash.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
-import { inTransaction } from '../transaction.js';
+import { inTransaction, withRetries } from '../transaction.js';
 import type { Database, Item, OutboxEventType, Reservation } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import {
@@ -183,9 +183,11 @@ export class ReservationEngine {
    * for a repeated idempotency key.
    *
    * One transaction writes the idempotency record, the PENDING reservation and its
-   * `reservation.created` outbox event, then decrements the stock with a guarded UPDATE
-   * (`available_quantity >= quantity`) — last, so the item's row lock is held only until COMMIT.
-   * When it fails (unknown item, not enough stock) nothing is stored and the key may be reused.
+   * `reservation.created` outbox event, and decrements the stock with a guarded UPDATE
+   * (`available_quantity >= quantity`). It runs as a single round trip inside the database
+   * (see {@link SqlDialect.reserve}), so the item's row lock is never held while the database
+   * waits for this process. When it fails (unknown item, not enough stock) nothing is stored
+   * and the key may be reused.
    *
    * @throws {ValidationError} bad input
    * @throws {NotFoundError} no item with this id
@@ -203,9 +205,7 @@ export class ReservationEngine {
         return { reservation: earlier.reservation, replayed: true };
       }
       try {
-        const reservation = await inTransaction(this.#db, this.#dialect, (trx) =>
-          this.#insertReservation(trx, { itemId, quantity, idempotencyKey, ttlSeconds, hash }),
-        );
+        const reservation = await this.#insertReservation({ itemId, quantity, idempotencyKey, ttlSeconds, hash });
         return { reservation, replayed: false };
       } catch (error) {
         // A concurrent request with the same key committed first (our INSERT waited for it):
@@ -304,10 +304,7 @@ export class ReservationEngine {
     return row && { hash: row.payload_hash, reservation: toReservation(row) };
   }
 
-  async #insertReservation(
-    trx: Transaction<Database>,
-    request: { itemId: number; quantity: number; idempotencyKey: string; ttlSeconds: number; hash: string },
-  ): Promise<Reservation> {
+  async #insertReservation(request: { itemId: number; quantity: number; idempotencyKey: string; ttlSeconds: number; hash: string }): Promise<Reservation> {
     const now = this.#now();
     const reservation: Reservation = Object.freeze({
       id: uuidv7(now.getTime()),
@@ -319,38 +316,21 @@ export class ReservationEngine {
       createdAt: now,
       updatedAt: now,
     });
-    // First: the key's unique index makes a concurrent request with the same key wait here.
-    await trx
-      .insertInto('idempotency_requests')
-      .values({ idempotency_key: request.idempotencyKey, payload_hash: request.hash, reservation_id: reservation.id, created_at: now })
-      .execute();
-    await trx
-      .insertInto('reservations')
-      .values({
+    const outcome = await withRetries(this.#dialect, () =>
+      this.#dialect.reserve(this.#db, {
         id: reservation.id,
-        item_id: reservation.itemId,
+        itemId: reservation.itemId,
         quantity: reservation.quantity,
-        status: reservation.status,
-        idempotency_key: reservation.idempotencyKey,
-        expires_at: reservation.expiresAt,
-        created_at: now,
-        updated_at: now,
-      })
-      .execute();
-    await trx.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.created', reservation, now)).execute();
-    // Last: the guarded decrement takes the item's row lock, held only until COMMIT.
-    const result = await trx
-      .updateTable('items')
-      .set((eb) => ({ available_quantity: eb('available_quantity', '-', request.quantity), updated_at: now }))
-      .where('id', '=', request.itemId)
-      .where('available_quantity', '>=', request.quantity)
-      .executeTakeFirst();
-    if (Number(result.numUpdatedRows) === 0) {
-      const item = await trx.selectFrom('items').select('available_quantity').where('id', '=', request.itemId).executeTakeFirst();
-      if (!item) throw new NotFoundError('item', request.itemId);
-      throw new InsufficientStockError(request.itemId, request.quantity, Number(item.available_quantity));
-    }
-    return reservation;
+        idempotencyKey: reservation.idempotencyKey,
+        payloadHash: request.hash,
+        expiresAt: reservation.expiresAt,
+        now,
+        eventPayload: eventRow(this.#dialect, 'reservation.created', reservation, now).payload,
+      }),
+    );
+    if (outcome.reserved) return reservation;
+    if (outcome.available === null) throw new NotFoundError('item', request.itemId);
+    throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
   }
 
   #now(): Date {

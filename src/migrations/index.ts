@@ -2,13 +2,15 @@ import type { Kysely } from 'kysely';
 import { type Migration, type MigrationProvider, type MigrationResultSet, Migrator } from 'kysely';
 import { ReservationError } from '../errors.js';
 import { initialMigration } from './0001-initial.js';
+import { reserveRoutineMigration } from './0002-reserve-routine.js';
 
 /**
  * The library's migrations, by name, for hosts that run their own Kysely `Migrator`: merge them
  * into your provider (the names sort after dates, so keep them in their own folder or prefix).
  */
 export const reservationEngineMigrations: Readonly<Record<string, Migration>> = Object.freeze({
-  'reservation_engine_0001_initial': initialMigration,
+  reservation_engine_0001_initial: initialMigration,
+  reservation_engine_0002_reserve_routine: reserveRoutineMigration,
 });
 
 /** A Kysely `MigrationProvider` serving {@link reservationEngineMigrations}. */
