@@ -59,3 +59,10 @@ it('keeps other client errors and hides everything else behind a 500', () => {
   expect(toProblem('a string')).toMatchObject({ status: 500 });
   expect(toProblem(Object.assign(new Error('x'), { status: 502 }))).toMatchObject({ status: 500 });
 });
+
+it("titles a host's own codes by status", async () => {
+  const { ReservationError } = await import('../src/index.js');
+  expect(toProblem(new ReservationError('no route', 'NOT_FOUND', 404))).toMatchObject({ title: 'Not found', status: 404 });
+  expect(toProblem(new ReservationError('down', 'DATABASE_UNAVAILABLE', 503))).toMatchObject({ title: 'Service unavailable' });
+  expect(toProblem(new ReservationError('weird', 'ODD', 418))).toMatchObject({ title: 'Bad request' });
+});

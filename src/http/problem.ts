@@ -75,10 +75,25 @@ export function toProblem(error: unknown): ProblemDocument {
   return problem(500, 'INTERNAL_ERROR', 'The server failed to complete the request');
 }
 
+/** Titles for codes the library does not know (a host's own), by status. */
+const STATUS_TITLES: Readonly<Record<number, string>> = Object.freeze({
+  400: 'Bad request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not found',
+  405: 'Method not allowed',
+  409: 'Conflict',
+  413: 'Request body too large',
+  415: 'Unsupported media type',
+  422: 'Unprocessable content',
+  429: 'Too many requests',
+  503: 'Service unavailable',
+});
+
 function problem(status: number, code: string, detail: string, extra: Record<string, unknown> = {}): ProblemDocument {
   return {
     type: `urn:reservation-engine:problem:${code.toLowerCase().replaceAll('_', '-')}`,
-    title: TITLES[code] ?? 'Bad request',
+    title: TITLES[code] ?? STATUS_TITLES[status] ?? (status >= 500 ? 'Internal server error' : 'Bad request'),
     status,
     detail,
     code,
