@@ -44,7 +44,6 @@ export const initialMigration: Migration = {
       .execute();
     // The expiry sweep: WHERE status = 'PENDING' AND expires_at <= ? ORDER BY expires_at.
     await db.schema.createIndex('reservations_status_expires_at').on('reservations').columns(['status', 'expires_at']).execute();
-    await db.schema.createIndex('reservations_item_id').on('reservations').columns(['item_id', 'status']).execute();
 
     await t
       .table(
