@@ -7,6 +7,7 @@ import {
   ValidationError,
 } from '../src/index.js';
 import { canonicalJson, payloadHash } from '../src/idempotency/payload-hash.js';
+import { uuidv7 } from '../src/uuid.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -16,6 +17,15 @@ it('hashes a canonical JSON: property order does not matter, values do', () => {
   expect(payloadHash({ itemId: 1, quantity: 2, ttlSeconds: 60 })).toBe(payloadHash({ ttlSeconds: 60, quantity: 2, itemId: 1 }));
   expect(payloadHash({ itemId: 1, quantity: 2, ttlSeconds: 60 })).not.toBe(payloadHash({ itemId: 1, quantity: 3, ttlSeconds: 60 }));
   expect(payloadHash({ a: 1 })).toMatch(/^[0-9a-f]{64}$/);
+});
+
+it('uuidv7: unique across random-pool refills, version 7, ordered by time', () => {
+  const ids = Array.from({ length: 1000 }, (_, i) => uuidv7(1_800_000_000_000 + i));
+  expect(new Set(ids).size).toBe(1000);
+  expect(ids.every((id) => UUID_V7.test(id))).toBe(true);
+  expect([...ids].sort()).toEqual(ids);
+  // Same millisecond: still distinct (74 random bits).
+  expect(new Set(Array.from({ length: 600 }, () => uuidv7(0))).size).toBe(600);
 });
 
 describeEachDialect('reserve', (t) => {

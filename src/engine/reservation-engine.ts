@@ -1,4 +1,4 @@
-import type { Kysely, Transaction, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import type { CompiledQuery, Kysely, Selectable, Transaction, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
 import { dialectOf, type SqlDialect } from '../dialects/index.js';
 import {
@@ -14,7 +14,7 @@ import { payloadHash } from '../idempotency/payload-hash.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
 import { inTransaction, withRetries } from '../transaction.js';
-import type { Database, Item, OutboxEventType, Reservation } from '../types.js';
+import type { Database, Item, OutboxEventType, Reservation, ReservationsTable } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import {
   createItemSchema,
@@ -98,6 +98,9 @@ const optionsSchema = z.strictObject({
   clock: z.custom<() => Date>((v) => typeof v === 'function', { error: 'must be a function returning a Date' }).optional(),
 });
 
+type LookupRow = Selectable<ReservationsTable> & { payload_hash: string };
+type LookupQuery = CompiledQuery<LookupRow>;
+
 type StatusUpdate = UpdateQueryBuilder<Database, 'reservations', 'reservations', UpdateResult>;
 
 interface TransitionStep {
@@ -130,6 +133,7 @@ export class ReservationEngine {
   readonly #dialect: SqlDialect;
   readonly #defaultTtlSeconds: number;
   readonly #clock: () => Date;
+  #lookupQuery: LookupQuery | undefined;
 
   constructor(options: ReservationEngineOptions) {
     const parsed = parse(optionsSchema, options, 'options');
@@ -199,7 +203,7 @@ export class ReservationEngine {
     const hash = payloadHash({ itemId, quantity, ttlSeconds });
 
     for (let round = 1; ; round++) {
-      const earlier = await this.#findByIdempotencyKey(this.#db, idempotencyKey);
+      const earlier = await this.#findByIdempotencyKey(idempotencyKey);
       if (earlier) {
         if (earlier.hash !== hash) throw new IdempotencyConflictError(idempotencyKey);
         return { reservation: earlier.reservation, replayed: true };
@@ -293,14 +297,17 @@ export class ReservationEngine {
     return row && toReservation(row);
   }
 
-  async #findByIdempotencyKey(db: Kysely<Database>, idempotencyKey: string) {
-    const row = await db
+  async #findByIdempotencyKey(idempotencyKey: string) {
+    // Compiled once per engine: this runs before every reserve and is all a replay costs.
+    const query: LookupQuery = (this.#lookupQuery ??= this.#db
       .selectFrom('idempotency_requests as i')
       .innerJoin('reservations as r', 'r.id', 'i.reservation_id')
       .selectAll('r')
       .select('i.payload_hash')
-      .where('i.idempotency_key', '=', idempotencyKey)
-      .executeTakeFirst();
+      .where('i.idempotency_key', '=', '')
+      .compile());
+    const { rows } = await this.#db.executeQuery<LookupRow>({ ...query, parameters: [idempotencyKey] });
+    const row = rows[0];
     return row && { hash: row.payload_hash, reservation: toReservation(row) };
   }
 
