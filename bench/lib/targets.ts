@@ -1,0 +1,57 @@
+/**
+ * The performance targets (MariaDB, ratios from the same run). A MISS is reported, never fatal:
+ * only correctness failures fail the run.
+ */
+import type { Row, ScenarioResult } from './scenario.js';
+
+export interface TargetResult {
+  target: string;
+  measured: string;
+  status: 'PASS' | 'MISS' | 'n/a';
+}
+
+type Find = (scenario: string, variant: string, config: Record<string, number>) => Row | undefined;
+
+function finder(results: ScenarioResult[]): Find {
+  return (scenario, variant, config) =>
+    results
+      .find((r) => r.id === scenario)
+      ?.rows.find((row) => row.variant === variant && Object.entries(config).every(([k, v]) => row.config[k] === v));
+}
+
+const fmt = (n: number, digits = 2) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+function ratioTarget(find: Find, target: string, scenario: string, variant: string, baseline: string, config: Record<string, number>, min: number): TargetResult {
+  const row = find(scenario, variant, config);
+  const ratio = row?.ratios[baseline];
+  if (ratio === undefined) return { target, measured: 'not run', status: 'n/a' };
+  const base = find(scenario, baseline, config)!;
+  return {
+    target,
+    measured: `${fmt(ratio)}× (${fmt(row!.m.throughput, 0)} vs ${fmt(base.m.throughput, 0)})`,
+    status: ratio >= min ? 'PASS' : 'MISS',
+  };
+}
+
+function rateTarget(find: Find, target: string, scenario: string, variant: string, config: Record<string, number>, min: number, unit: string): TargetResult {
+  const row = find(scenario, variant, config);
+  if (!row) return { target, measured: 'not run', status: 'n/a' };
+  return { target, measured: `${fmt(row.m.throughput, 0)} ${unit}`, status: row.m.throughput >= min ? 'PASS' : 'MISS' };
+}
+
+export function evaluateTargets(results: ScenarioResult[], concurrencies: number[]): TargetResult[] {
+  const find = finder(results);
+  const out: TargetResult[] = [
+    ratioTarget(find, 'hot item, c=32: engine ≥ 3× architecture order', 'hot-item', 'engine', 'arch', { concurrency: 32 }, 3),
+    ratioTarget(find, 'hot item, c=32: engine ≥ 0.4× bare UPDATE', 'hot-item', 'engine', 'bare', { concurrency: 32 }, 0.4),
+  ];
+  for (const c of concurrencies) out.push(ratioTarget(find, `many items, c=${c}: engine ≥ 0.9× raw`, 'many-items', 'engine', 'raw', { concurrency: c }, 0.9));
+  for (const c of concurrencies) out.push(ratioTarget(find, `replay, c=${c}: replay ≥ 3× fresh`, 'replay', 'replay', 'fresh', { concurrency: c }, 3));
+  out.push(
+    rateTarget(find, 'outbox, 4 callers, batch 100: ≥ 10,000 events/s', 'outbox', 'engine', { workers: 4, batch: 100 }, 10_000, 'events/s'),
+    ratioTarget(find, 'outbox, 4 callers, batch 100: ≥ 0.8× bare loop', 'outbox', 'engine', 'bare', { workers: 4, batch: 100 }, 0.8),
+    rateTarget(find, 'expiry, 1 caller, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 1, batch: 1000 }, 10_000, 'reservations/s'),
+    rateTarget(find, 'expiry, 4 callers, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 4, batch: 1000 }, 10_000, 'reservations/s'),
+  );
+  return out;
+}
