@@ -2,7 +2,9 @@ import { type Kysely, sql } from 'kysely';
 import { expect, it } from 'vitest';
 import { dialectOf } from '../src/dialects/index.js';
 import { ReservationEngine, TransactionConflictError } from '../src/index.js';
-import { MAX_TRANSACTION_ATTEMPTS, inTransaction } from '../src/transaction.js';
+import { mysqlDialect } from '../src/dialects/mysql.js';
+import { postgresDialect } from '../src/dialects/postgres.js';
+import { MAX_TRANSACTION_ATTEMPTS, inTransaction, withRetries } from '../src/transaction.js';
 import { caught, describeEachServerDialect, unique } from './support/db.js';
 
 /** Opens a transaction on `db` that holds the row lock of `itemId` until `release()` is called. */
@@ -23,6 +25,33 @@ async function holdRowLock(db: Kysely<any>, itemId: number) {
   await isLocked;
   return { release: async () => (release(), done) };
 }
+
+it('classifies the databases\' deadlock, lock-timeout and serialization errors as retryable, and nothing else', () => {
+  for (const errno of [1213, 1205]) expect(mysqlDialect.isRetryable({ errno })).toBe(true);
+  for (const errno of [1062, 1146]) expect(mysqlDialect.isRetryable({ errno })).toBe(false);
+  for (const code of ['40P01', '40001', '55P03']) expect(postgresDialect.isRetryable({ code })).toBe(true);
+  for (const code of ['23505', '42P01']) expect(postgresDialect.isRetryable({ code })).toBe(false);
+  expect(mysqlDialect.isDuplicateKey({ errno: 1062 })).toBe(true);
+  expect(postgresDialect.isDuplicateKey({ code: '23505' })).toBe(true);
+  expect(mysqlDialect.isRetryable(null)).toBe(false);
+});
+
+it(`withRetries runs a retryable failure at most ${MAX_TRANSACTION_ATTEMPTS} times, then throws TransactionConflictError`, async () => {
+  let calls = 0;
+  const deadlock = Object.assign(new Error('Deadlock found'), { errno: 1213 });
+  const error = await caught(() =>
+    withRetries(mysqlDialect, async () => {
+      calls++;
+      throw deadlock;
+    }),
+  );
+  expect(calls).toBe(MAX_TRANSACTION_ATTEMPTS);
+  expect(error).toBeInstanceOf(TransactionConflictError);
+  expect(error.cause).toBe(deadlock);
+  let tries = 0;
+  expect(await withRetries(mysqlDialect, async () => (++tries < 3 ? Promise.reject(deadlock) : 'ok'))).toBe('ok');
+  expect(tries).toBe(3);
+});
 
 describeEachServerDialect('deadlocks and lock-wait timeouts', (t) => {
   it('a real deadlock is retried and both transactions complete', async () => {
