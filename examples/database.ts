@@ -14,6 +14,7 @@ import { Kysely, MysqlDialect, PostgresDialect } from 'kysely';
 import { createEmbeddedDatabase, migrateToLatest } from 'reservation-engine';
 
 const DEFAULT_POOL_SIZE = 10;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * The database behind `url`, migrated to the latest schema (idempotent: safe at every start and
@@ -92,16 +93,35 @@ async function openMysql(url: string): Promise<Kysely<any>> {
     // The engine stores UTC: without this, mysql2 reads and writes DATETIMEs in local time.
     timezone: 'Z',
   });
+  // mysql2 drops a failed connection from the pool through a one-time 'error' listener, so a
+  // second error from the same dying connection would have no listener and end the process.
+  // A listener for the connection's whole life rules that out, and logs the failure.
+  pool.on('connection', (connection) => connection.on('error', logConnectionFailure));
   return new Kysely<any>({ dialect: new MysqlDialect({ pool }) });
 }
 
 async function openPostgres(url: string): Promise<Kysely<any>> {
   const { default: pg } = await importDriver<typeof import('pg')>('pg', () => import('pg'));
-  const pool = new pg.Pool({ connectionString: url, max: poolSize() });
-  // An idle connection that dies (database restart, network cut) is reported here; without a
-  // listener the 'error' event would crash the process. The pool replaces the connection.
-  pool.on('error', (error) => console.error(`database: idle connection failed: ${error.message}`));
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolSize(),
+    // An unreachable server fails the request instead of holding it for the system's TCP
+    // connect timeout (minutes). Also bounds the wait for a free connection. As mysql2's default.
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+  });
+  // A connection that dies (database restart, pg_terminate_backend, network cut) emits 'error' on
+  // its Client, and an 'error' event nobody listens to ends the process. The pool listens only
+  // while the client is idle in it, not while a query or transaction has it checked out: listen
+  // on every client for its whole life. The query in flight still fails, and the pool discards
+  // the client when it is released; the next query opens a new one.
+  pool.on('connect', (client) => client.on('error', logConnectionFailure));
+  // The pool passes an idle client's error on to here too, already logged by the listener above.
+  pool.on('error', () => {});
   return new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+}
+
+function logConnectionFailure(error: Error): void {
+  console.error(`database: connection failed: ${error.message}`);
 }
 
 async function importDriver<T>(name: string, load: () => Promise<T>): Promise<T> {

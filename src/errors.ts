@@ -1,4 +1,36 @@
 /**
+ * Every error code the library throws, for programs that branch on `error.code`.
+ * Each is listed, with its status, in the README's error table.
+ */
+export type ReservationErrorCode =
+  | 'VALIDATION_ERROR'
+  | 'ITEM_NOT_FOUND'
+  | 'RESERVATION_NOT_FOUND'
+  | 'INSUFFICIENT_STOCK'
+  | 'IDEMPOTENCY_CONFLICT'
+  | 'INVALID_STATE'
+  | 'RESERVATION_EXPIRED'
+  | 'DUPLICATE_SKU'
+  | 'TRANSACTION_CONFLICT'
+  | 'OUTCOME_UNKNOWN'
+  | 'INVALID_CONFIGURATION'
+  | 'UNSUPPORTED_DATABASE'
+  | 'MIGRATION_FAILED'
+  | 'MISSING_DEPENDENCY';
+
+/**
+ * Marks the library's errors, shared by every copy of the library in a process (the ESM and
+ * the CommonJS build loaded side by side, or two installed versions): `instanceof` and
+ * `toProblem` recognise an error from another copy by it.
+ */
+const BRAND = Symbol.for('reservation-engine.error');
+
+/** @internal Whether `value` is an error thrown by this library, from any copy of it. */
+export function isReservationError(value: unknown): value is ReservationError {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+}
+
+/**
  * Base class of every error the library throws on purpose.
  *
  * `code` is stable and meant for programs; `status` is the HTTP status a host should answer with.
@@ -22,11 +54,29 @@ export class ReservationError extends Error {
     this.name = new.target.name;
     this.code = code;
     this.status = status;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+
+  /** The codes this class's instances carry; empty for the base class, which has them all. */
+  static readonly codes: readonly string[] = [];
+
+  /**
+   * `instanceof` across copies of the library: an error from another copy (the ESM and the
+   * CommonJS build loaded side by side) is an instance of the class here that has its code.
+   * Codes, not class names, so that a host's minifier cannot break it.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    const ordinary = Function.prototype[Symbol.hasInstance];
+    if (ordinary.call(this, value)) return true;
+    if (!isReservationError(value) || ordinary.call(ReservationError, value)) return false;
+    return this === ReservationError || (this.codes.length > 0 && this.codes.includes(value.code));
   }
 }
 
 /** Invalid input: nothing was written. Code `VALIDATION_ERROR`, status 400. */
 export class ValidationError extends ReservationError {
+  static override readonly codes: readonly string[] = ['VALIDATION_ERROR'];
+
   /** One readable line per problem, e.g. `quantity: must be a positive integer`. */
   readonly issues: readonly string[];
 
@@ -36,18 +86,43 @@ export class ValidationError extends ReservationError {
   }
 }
 
+/**
+ * The host set the library up wrongly (bad options, a clock that returns no valid Date): a bug
+ * of the host's, not of its client, so status 500. Code `INVALID_CONFIGURATION`.
+ */
+export class ConfigurationError extends ReservationError {
+  static override readonly codes: readonly string[] = ['INVALID_CONFIGURATION'];
+
+  /** One readable line per problem, e.g. `options.limit: must be an integer`. */
+  readonly issues: readonly string[];
+
+  constructor(issues: readonly string[]) {
+    super(`Invalid configuration: ${issues.join('; ')}`, 'INVALID_CONFIGURATION', 500);
+    this.issues = Object.freeze([...issues]);
+  }
+}
+
 /** The item or reservation does not exist (unknown or malformed id). Status 404. */
 export class NotFoundError extends ReservationError {
+  static override readonly codes: readonly string[] = ['ITEM_NOT_FOUND', 'RESERVATION_NOT_FOUND'];
+
   constructor(
     readonly entity: 'item' | 'reservation',
     readonly id: unknown,
   ) {
-    super(`${entity === 'item' ? 'Item' : 'Reservation'} ${JSON.stringify(String(id))} was not found`, entity === 'item' ? 'ITEM_NOT_FOUND' : 'RESERVATION_NOT_FOUND', 404);
+    const shown = String(id);
+    super(
+      `${entity === 'item' ? 'Item' : 'Reservation'} ${JSON.stringify(shown.length > 64 ? `${shown.slice(0, 63)}…` : shown)} was not found`,
+      entity === 'item' ? 'ITEM_NOT_FOUND' : 'RESERVATION_NOT_FOUND',
+      404,
+    );
   }
 }
 
 /** The item has fewer units available than requested. Code `INSUFFICIENT_STOCK`, status 409. */
 export class InsufficientStockError extends ReservationError {
+  static override readonly codes: readonly string[] = ['INSUFFICIENT_STOCK'];
+
   constructor(
     readonly itemId: number,
     readonly requested: number,
@@ -59,6 +134,8 @@ export class InsufficientStockError extends ReservationError {
 
 /** The idempotency key was already used with a different request. Code `IDEMPOTENCY_CONFLICT`, status 409. */
 export class IdempotencyConflictError extends ReservationError {
+  static override readonly codes: readonly string[] = ['IDEMPOTENCY_CONFLICT'];
+
   constructor(readonly idempotencyKey: string) {
     super(`Idempotency key ${JSON.stringify(idempotencyKey)} was already used with a different request`, 'IDEMPOTENCY_CONFLICT', 409);
   }
@@ -69,6 +146,8 @@ export class IdempotencyConflictError extends ReservationError {
  * Code `RESERVATION_EXPIRED` when a PENDING reservation is past its `expiresAt`, else `INVALID_STATE`.
  */
 export class InvalidStateError extends ReservationError {
+  static override readonly codes: readonly string[] = ['INVALID_STATE', 'RESERVATION_EXPIRED'];
+
   constructor(
     readonly reservationId: string,
     readonly currentStatus: string,
@@ -87,6 +166,8 @@ export class InvalidStateError extends ReservationError {
 
 /** An item with this SKU exists already. Code `DUPLICATE_SKU`, status 409. */
 export class DuplicateSkuError extends ReservationError {
+  static override readonly codes: readonly string[] = ['DUPLICATE_SKU'];
+
   constructor(readonly sku: string) {
     super(`An item with SKU ${JSON.stringify(sku)} already exists`, 'DUPLICATE_SKU', 409);
   }
@@ -97,6 +178,8 @@ export class DuplicateSkuError extends ReservationError {
  * Nothing was written; the caller may retry. Code `TRANSACTION_CONFLICT`, status 503.
  */
 export class TransactionConflictError extends ReservationError {
+  static override readonly codes: readonly string[] = ['TRANSACTION_CONFLICT'];
+
   constructor(
     readonly attempts: number,
     cause: unknown,
@@ -105,8 +188,31 @@ export class TransactionConflictError extends ReservationError {
   }
 }
 
+/**
+ * The connection to the database failed (lost, reset, timed out, server shutting down) while
+ * the call ran, so whether its writes were committed is unknown. Retryable: `reserve` and
+ * `restock` with the same idempotency key, `confirm` and `cancel` as they are, return the
+ * outcome of the first attempt if it committed, and do the work if it did not.
+ * Code `OUTCOME_UNKNOWN`, status 503.
+ */
+export class OutcomeUnknownError extends ReservationError {
+  static override readonly codes: readonly string[] = ['OUTCOME_UNKNOWN'];
+
+  constructor(
+    /** The call that failed: `reserve`, `confirm`, … */
+    readonly operation: string,
+    /** How to learn the outcome. */
+    readonly advice: string,
+    cause: unknown,
+  ) {
+    super(`The database connection failed during ${operation}; the outcome is unknown. ${advice}`, 'OUTCOME_UNKNOWN', 503, { cause });
+  }
+}
+
 /** The Kysely instance uses a database this library does not support. Code `UNSUPPORTED_DATABASE`, status 500. */
 export class UnsupportedDatabaseError extends ReservationError {
+  static override readonly codes: readonly string[] = ['UNSUPPORTED_DATABASE'];
+
   constructor(adapterName: string) {
     super(`Unsupported database adapter ${adapterName}: use MySQL/MariaDB, PostgreSQL or PGlite`, 'UNSUPPORTED_DATABASE', 500);
   }

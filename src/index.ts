@@ -1,9 +1,9 @@
 export { ReservationEngine } from './engine/reservation-engine.js';
 export type { CreateItemInput, ReservationEngineOptions, ReserveInput, ReserveResult, RestockInput } from './engine/reservation-engine.js';
 export { runOutboxBatch, retryDelayMs } from './outbox/run-outbox-batch.js';
-export type { OutboxBatchResult, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
+export type { OutboxBatchResult, OutboxHandler, OutboxHandlerContext, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
 export { expireBatch } from './expiry/expire-batch.js';
-export type { ExpireBatchOptions } from './expiry/expire-batch.js';
+export type { ExpireBatchOptions, ExpireBatchResult } from './expiry/expire-batch.js';
 export {
   migrateToLatest,
   reservationEngineMigrations,
@@ -14,14 +14,17 @@ export {
 export {
   ReservationError,
   ValidationError,
+  ConfigurationError,
   NotFoundError,
   InsufficientStockError,
   IdempotencyConflictError,
   InvalidStateError,
   DuplicateSkuError,
   TransactionConflictError,
+  OutcomeUnknownError,
   UnsupportedDatabaseError,
 } from './errors.js';
+export type { ReservationErrorCode } from './errors.js';
 export { MAX_QUANTITY, MAX_AVAILABLE_QUANTITY, MAX_TTL_SECONDS, MAX_BATCH_LIMIT } from './validation.js';
 export type { Item, Reservation, ReservationStatus, OutboxEvent, OutboxEventType, ReservationEventPayload } from './types.js';
 export { createEmbeddedDatabase } from './embedded/create-embedded-database.js';

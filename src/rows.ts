@@ -8,6 +8,7 @@ export function toItem(row: Selectable<ItemsTable>): Item {
     sku: row.sku,
     name: row.name,
     availableQuantity: Number(row.available_quantity),
+    heldQuantity: Number(row.held_quantity),
     createdAt: toDate(row.created_at),
     updatedAt: toDate(row.updated_at),
   });

@@ -1,4 +1,4 @@
-import type { IsolationLevel, Kysely, Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { SqlDialect } from './dialects/index.js';
 import { TransactionConflictError } from './errors.js';
 import type { Database } from './types.js';
@@ -8,19 +8,15 @@ export const MAX_TRANSACTION_ATTEMPTS = 5;
 
 /**
  * @internal
- * Runs `work` in a transaction; on a deadlock, lock-wait timeout or serialization failure rolls
- * back and runs it again (see {@link withRetries}). Other errors pass through.
+ * Runs `work` in a READ COMMITTED transaction; on a deadlock, lock-wait timeout or serialization
+ * failure rolls back and runs it again (see {@link withRetries}). Other errors pass through.
+ *
+ * Every transaction states its isolation level: the engine's locking (conditional UPDATEs,
+ * SKIP LOCKED claims, no gap locks) was designed for READ COMMITTED, and a host's default of
+ * REPEATABLE READ or SERIALIZABLE would turn contention into serialization failures.
  */
-export async function inTransaction<T>(
-  db: Kysely<Database>,
-  dialect: SqlDialect,
-  work: (trx: Transaction<Database>) => Promise<T>,
-  isolationLevel?: IsolationLevel,
-): Promise<T> {
-  return withRetries(dialect, () => {
-    const builder = db.transaction();
-    return (isolationLevel ? builder.setIsolationLevel(isolationLevel) : builder).execute(work);
-  });
+export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect, work: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+  return withRetries(dialect, () => db.transaction().setIsolationLevel('read committed').execute(work));
 }
 
 /**

@@ -8,7 +8,10 @@ export interface Item {
   readonly id: number;
   readonly sku: string;
   readonly name: string;
+  /** Units that can be reserved now. */
   readonly availableQuantity: number;
+  /** Units held by PENDING reservations: they return to `availableQuantity` if the holds are cancelled or expire. */
+  readonly heldQuantity: number;
   readonly createdAt: Date;
   readonly updatedAt: Date;
 }
@@ -57,6 +60,7 @@ export interface Database {
   items: ItemsTable;
   reservations: ReservationsTable;
   idempotency_requests: IdempotencyRequestsTable;
+  restock_requests: RestockRequestsTable;
   outbox: OutboxTable;
 }
 
@@ -66,6 +70,8 @@ export interface ItemsTable {
   sku: string;
   name: string;
   available_quantity: number;
+  /** Units held by PENDING reservations; available + held never exceeds MAX_AVAILABLE_QUANTITY. */
+  held_quantity: Generated<number>;
   created_at: Date;
   updated_at: Date;
 }
@@ -87,6 +93,14 @@ export interface IdempotencyRequestsTable {
   idempotency_key: string;
   payload_hash: string;
   reservation_id: string;
+  created_at: Date;
+}
+
+/** @internal */
+export interface RestockRequestsTable {
+  idempotency_key: string;
+  payload_hash: string;
+  item_id: number;
   created_at: Date;
 }
 

@@ -1,57 +1,90 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import { ValidationError } from './errors.js';
+import { ConfigurationError, ValidationError } from './errors.js';
 
 /** Largest quantity a single reservation or restock may carry. */
 export const MAX_QUANTITY = 1_000_000;
-/** Largest stock an item may hold (a signed 32-bit column). */
+/**
+ * Largest stock an item may hold, counting the units its PENDING reservations hold (a signed
+ * 32-bit column): returning held units can then never overflow it.
+ */
 export const MAX_AVAILABLE_QUANTITY = 2_147_483_647;
 /** Longest hold a reservation may ask for: 30 days. */
 export const MAX_TTL_SECONDS = 30 * 24 * 60 * 60;
 /** Most rows one batch call handles. */
 export const MAX_BATCH_LIMIT = 10_000;
 
-const positiveInt = (max: number) =>
+/** What an input was, for messages: "got a string", "got NaN". Never the value itself. */
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : Number.isFinite(value) ? 'a number' : value > 0 ? 'Infinity' : '-Infinity';
+  if (typeof value === 'string') return 'a string';
+  if (typeof value === 'object') return value instanceof Date ? 'a Date' : 'an object';
+  return typeof value === 'undefined' ? 'undefined' : `a ${typeof value}`;
+}
+
+/** The message for a value of the wrong type; numbers here are NaN or ±Infinity. */
+function wrongType(kind: 'number' | 'string') {
+  return (issue: { input?: unknown }) => {
+    if (issue.input === undefined) return 'is required';
+    if (kind === 'number' && typeof issue.input === 'number') return `must be a finite number, got ${describe(issue.input)}`;
+    return `must be a ${kind}, got ${describe(issue.input)}`;
+  };
+}
+
+/** An integer in [min, max], with the messages every number in the API uses. */
+export const integer = (min: number, max: number) =>
   z
-    .number({ error: (issue) => (issue.input === undefined ? 'is required' : `must be a number, got ${describe(issue.input)}`) })
+    .number({ error: wrongType('number') })
     .int({ error: 'must be an integer' })
-    .positive({ error: 'must be positive' })
+    .min(min, { error: min === 1 ? 'must be positive' : min === 0 ? 'must not be negative' : `must be at least ${min.toLocaleString('en-US')}` })
     .max(max, { error: `must be at most ${max.toLocaleString('en-US')}` });
 
-const nonNegativeInt = (max: number) =>
-  z
-    .number({ error: (issue) => (issue.input === undefined ? 'is required' : `must be a number, got ${describe(issue.input)}`) })
-    .int({ error: 'must be an integer' })
-    .min(0, { error: 'must not be negative' })
-    .max(max, { error: `must be at most ${max.toLocaleString('en-US')}` });
+const positiveInt = (max: number) => integer(1, max);
 
-const text = (max: number) =>
+/** Lone UTF-16 surrogates: the databases would store U+FFFD instead, so two inputs could collide. */
+const LONE_SURROGATE = /\p{Cs}/u;
+const CONTROL = /\p{Cc}/u;
+
+/**
+ * 1–`max` characters of well-formed Unicode without U+0000, no leading or trailing whitespace;
+ * with `controls: false`, no control characters at all (C0, DEL, C1).
+ */
+const text = (max: number, { controls }: { controls: boolean }) =>
   z
-    .string({ error: (issue) => (issue.input === undefined ? 'is required' : `must be a string, got ${describe(issue.input)}`) })
+    .string({ error: wrongType('string') })
     .min(1, { error: 'must not be empty' })
     .max(max, { error: `must be at most ${max} characters` })
-    .refine((s) => s.trim() === s, { error: 'must not start or end with whitespace' });
+    .superRefine((s, ctx) => {
+      const fail = (message: string) => ctx.addIssue({ code: 'custom', message });
+      if (LONE_SURROGATE.test(s)) fail('must be well-formed Unicode (it has an unpaired surrogate)');
+      else if (s.includes('\u0000')) fail('must not contain the NUL character (U+0000)');
+      else if (!controls && CONTROL.test(s)) fail('must not contain control characters');
+      else if (s.trim() !== s) fail('must not start or end with whitespace');
+    });
 
 export const itemIdSchema = positiveInt(MAX_AVAILABLE_QUANTITY);
 
 /** 1–64 printable ASCII characters, no leading or trailing space. */
 export const idempotencyKeySchema = z
-  .string({ error: (issue) => (issue.input === undefined ? 'is required' : `must be a string, got ${describe(issue.input)}`) })
-  .min(1, { error: 'must not be empty' })
+  .string({ error: wrongType('string') })
+  .min(1, { error: 'must not be empty', abort: true })
   .max(64, { error: 'must be at most 64 characters' })
   .regex(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, { error: 'must be printable ASCII characters without leading or trailing spaces' });
 
 export const ttlSecondsSchema = positiveInt(MAX_TTL_SECONDS);
 
 export const createItemSchema = z.strictObject({
-  sku: text(255),
-  name: text(255),
-  availableQuantity: nonNegativeInt(MAX_AVAILABLE_QUANTITY),
+  sku: text(255, { controls: false }),
+  name: text(255, { controls: true }),
+  availableQuantity: integer(0, MAX_AVAILABLE_QUANTITY),
 });
 
 export const restockSchema = z.strictObject({
   itemId: itemIdSchema,
   quantity: positiveInt(MAX_QUANTITY),
+  idempotencyKey: idempotencyKeySchema.optional(),
 });
 
 export const reserveSchema = z.strictObject({
@@ -66,36 +99,74 @@ export const kyselySchema = z.custom<Kysely<any>>((v) => typeof (v as Kysely<any
   error: 'must be a Kysely instance',
 });
 
+export const functionSchema = <F>(what = 'a function') => z.custom<F>((v) => typeof v === 'function', { error: `must be ${what}` });
+
 export const batchLimitSchema = (defaultLimit: number) => positiveInt(MAX_BATCH_LIMIT).default(defaultLimit);
 
-export const dateSchema = z.date({
-  error: (issue) => (issue.input instanceof Date ? 'must be a valid Date' : `must be a Date, got ${describe(issue.input)}`),
-});
+/**
+ * The times the engine can store on every database (MySQL's DATETIME ends with year 9999), less
+ * the longest hold, so that an expiry time fits too.
+ */
+export const EARLIEST_TIME = Date.UTC(1000, 0, 1);
+export const LATEST_TIME = Date.UTC(9999, 11, 31) - MAX_TTL_SECONDS * 1000;
+
+/** Whether `value` is a Date the engine can store: valid, in years 1000–9999. */
+export function isStorableDate(value: unknown): value is Date {
+  return value instanceof Date && value.getTime() >= EARLIEST_TIME && value.getTime() <= LATEST_TIME;
+}
+
+export const dateSchema = z
+  .date({
+    error: (issue) => (issue.input instanceof Date ? 'must be a valid Date' : `must be a Date, got ${describe(issue.input)}`),
+  })
+  .refine(isStorableDate, { error: 'must be between the years 1000 and 9999' });
+
+/** How a clock's wrong answer is described. */
+export function describeClockValue(value: unknown): string {
+  return value instanceof Date ? (Number.isNaN(value.getTime()) ? 'an invalid Date' : `${value.toISOString()}, outside the years 1000–9999`) : describe(value);
+}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Whether `value` is a UUID string: anything else names no reservation. */
-export function isUuid(value: unknown): value is string {
-  return typeof value === 'string' && UUID.test(value);
+/**
+ * The reservation id in the form the engine stores (lower case), or `undefined` when `value` is
+ * not a UUID and so names no reservation. Ids are matched case-insensitively on every database.
+ */
+export function reservationIdOf(value: unknown): string | undefined {
+  return typeof value === 'string' && UUID.test(value) ? value.toLowerCase() : undefined;
 }
 
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'number' && Number.isNaN(value)) return 'NaN';
-  return typeof value === 'string' ? `a string` : typeof value;
+/** A name a caller sent, for a message: quoted, at most 64 characters. */
+export function quoted(text: string): string {
+  return JSON.stringify(text.length > 64 ? `${text.slice(0, 63)}…` : text);
 }
 
-/** Parses `input` with `schema` or throws a {@link ValidationError} listing every problem. */
+/** The value at `path` inside `input`, for messages about it. */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let value = input;
+  for (const key of path) value = typeof value === 'object' && value !== null ? (value as Record<PropertyKey, unknown>)[key] : undefined;
+  return value;
+}
+
+function describeIssues(error: z.ZodError, input: unknown, what: string): string[] {
+  return error.issues.map((issue) => {
+    const path = issue.path.length > 0 ? issue.path.join('.') : what;
+    if (issue.code === 'invalid_type' && issue.expected === 'object') return `${path}: must be an object, got ${describe(valueAt(input, issue.path))}`;
+    if (issue.code === 'unrecognized_keys') return `${path}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map(quoted).join(', ')}`;
+    return `${path}: ${issue.message}`;
+  });
+}
+
+/** Parses a caller's `input` with `schema` or throws a {@link ValidationError} (400) listing every problem. */
 export function parse<S extends z.ZodType>(schema: S, input: unknown, what = 'input'): z.output<S> {
   const result = schema.safeParse(input);
-  if (result.success) return result.data;
-  throw new ValidationError(
-    result.error.issues.map((issue) => {
-      const path = issue.path.length > 0 ? issue.path.join('.') : what;
-      if (issue.code === 'invalid_type' && issue.path.length === 0) return `${what}: must be an object, got ${describe(input)}`;
-      if (issue.code === 'unrecognized_keys') return `${path}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
-      return `${path}: ${issue.message}`;
-    }),
-  );
+  if (result.success) return result.data as z.output<S>;
+  throw new ValidationError(describeIssues(result.error, input, what));
+}
+
+/** Parses the host's `options` with `schema` or throws a {@link ConfigurationError} (500): the host's bug, not its client's. */
+export function parseOptions<S extends z.ZodType>(schema: S, options: unknown): z.output<S> {
+  const result = schema.safeParse(options);
+  if (result.success) return result.data as z.output<S>;
+  throw new ConfigurationError(describeIssues(result.error, options, 'options'));
 }

@@ -64,7 +64,7 @@ describeEachDialect('cron jobs', (t) => {
     expect(await t.count('reservations', (q) => q.where('status', '=', 'PENDING'))).toBe(15);
   });
 
-  it('drainOutbox runs batches until one is not full, and counts processed, failed and dead-lettered', async () => {
+  it('drainOutbox runs batches until one comes back empty, and counts processed, failed and dead-lettered', async () => {
     await expiredReservations(12); // 12 reservation.created events
     const seen: string[] = [];
     const result = await drainOutbox({
@@ -76,14 +76,14 @@ describeEachDialect('cron jobs', (t) => {
         if (seen.length % 4 === 0) throw new Error('broker down');
       },
     });
-    expect(result).toMatchObject({ processed: 9, failed: 3, deadLettered: 0, batches: 3, drained: true });
+    expect(result).toMatchObject({ processed: 9, failed: 3, deadLettered: 0, released: 0, batches: 4, drained: true });
     expect(new Set(seen).size).toBe(12);
-    expect(outboxSummary(result)).toMatch(/^process-outbox: processed=9 failed=3 dead-lettered=0 batches=3 in \d+\.\d\ds$/);
+    expect(outboxSummary(result)).toMatch(/^process-outbox: processed=9 failed=3 dead-lettered=0 released=0 batches=4 in \d+\.\d\ds$/);
 
     // The failed ones, when due again, fail for the last time.
     const later = new Date(Date.now() + 3_600_000);
     const retried = await drainOutbox({ db: t.db, limit: 5, outbox: { maxAttempts: 2, now: later }, handler: () => Promise.reject(new Error('still down')) });
-    expect(retried).toMatchObject({ processed: 0, failed: 0, deadLettered: 3, batches: 1, drained: true });
+    expect(retried).toMatchObject({ processed: 0, failed: 0, deadLettered: 3, batches: 2, drained: true });
   });
 
   it('drainOutbox stops starting batches when the budget is spent; the running batch finishes', async () => {

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { ReservationEngine, ValidationError, expireBatch } from '../src/index.js';
+import { ConfigurationError, ReservationEngine, expireBatch } from '../src/index.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
 
 describeEachDialect('expireBatch', (t) => {
@@ -18,7 +18,7 @@ describeEachDialect('expireBatch', (t) => {
     await engine().confirm(confirmed.reservation.id);
 
     const now = new Date(start.getTime() + 60_000);
-    expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 3 });
+    expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 3, failed: 0 });
     for (const r of [short1, short2, short3]) {
       expect(await engine().getReservation(r.reservation.id)).toMatchObject({ status: 'EXPIRED', updatedAt: now });
     }
@@ -29,14 +29,14 @@ describeEachDialect('expireBatch', (t) => {
     const expiredEvents = await t.db.selectFrom('outbox').select(['payload']).where('type', '=', 'reservation.expired').execute();
     const ids = expiredEvents.map((e) => (typeof e.payload === 'string' ? JSON.parse(e.payload) : e.payload).reservationId).sort();
     expect(ids).toEqual([short1, short2, short3].map((r) => r.reservation.id).sort());
-    expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 0 });
+    expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 0, failed: 0 });
   });
 
   it('does not expire a reservation one millisecond before expiresAt', async () => {
     const item = await engine().createItem({ sku: unique(), name: 'a', availableQuantity: 1 });
     const { reservation } = await engine().reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'edge', ttlSeconds: 10 });
-    expect(await expireBatch({ db: t.db, now: new Date(reservation.expiresAt.getTime() - 1) })).toEqual({ expired: 0 });
-    expect(await expireBatch({ db: t.db, now: reservation.expiresAt })).toEqual({ expired: 1 });
+    expect(await expireBatch({ db: t.db, now: new Date(reservation.expiresAt.getTime() - 1) })).toEqual({ expired: 0, failed: 0 });
+    expect(await expireBatch({ db: t.db, now: reservation.expiresAt })).toEqual({ expired: 1, failed: 0 });
   });
 
   it('handles at most `limit` per call, oldest expiry first', async () => {
@@ -44,11 +44,11 @@ describeEachDialect('expireBatch', (t) => {
     const made = [];
     for (let i = 0; i < 7; i++) made.push((await engine().reserve({ itemId: item.id, quantity: 1, idempotencyKey: `l${i}`, ttlSeconds: 10 + i })).reservation);
     const now = new Date(start.getTime() + 3_600_000);
-    expect(await expireBatch({ db: t.db, now, limit: 3 })).toEqual({ expired: 3 });
+    expect(await expireBatch({ db: t.db, now, limit: 3 })).toEqual({ expired: 3, failed: 0 });
     const statuses = await Promise.all(made.map(async (r) => (await engine().getReservation(r.id))?.status));
     expect(statuses).toEqual(['EXPIRED', 'EXPIRED', 'EXPIRED', 'PENDING', 'PENDING', 'PENDING', 'PENDING']);
-    expect(await expireBatch({ db: t.db, now, limit: 3 })).toEqual({ expired: 3 });
-    expect(await expireBatch({ db: t.db, now, limit: 3 })).toEqual({ expired: 1 });
+    expect(await expireBatch({ db: t.db, now, limit: 3 })).toEqual({ expired: 3, failed: 0 });
+    expect(await expireBatch({ db: t.db, now, limit: 3 })).toEqual({ expired: 1, failed: 0 });
     expect(await stock(item.id)).toBe(100);
   });
 
@@ -60,7 +60,7 @@ describeEachDialect('expireBatch', (t) => {
     // ...and this one is not.
     const future = new ReservationEngine({ db: t.db, clock: () => new Date(Date.now() + 120_000) });
     await future.reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'future', ttlSeconds: 60 });
-    expect(await expireBatch({ db: t.db })).toEqual({ expired: 1 });
+    expect(await expireBatch({ db: t.db })).toEqual({ expired: 1, failed: 0 });
     expect(await stock(item.id)).toBe(4);
   });
 
@@ -76,12 +76,12 @@ describeEachDialect('expireBatch', (t) => {
     const item = await engine().createItem({ sku: unique(), name: 'a', availableQuantity: 5 });
     await engine().reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'v', ttlSeconds: 1 });
     const error = await caught(() => expireBatch({ db: t.db, now: new Date(start.getTime() + 10_000), ...change } as never));
-    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toBeInstanceOf(ConfigurationError);
     expect(error.message).toMatch(message);
     expect(await stock(item.id)).toBe(4);
   });
 
   it('accepts limit 10,000', async () => {
-    expect(await expireBatch({ db: t.db, limit: 10_000 })).toEqual({ expired: 0 });
+    expect(await expireBatch({ db: t.db, limit: 10_000 })).toEqual({ expired: 0, failed: 0 });
   });
 });

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { DuplicateSkuError, MAX_AVAILABLE_QUANTITY, NotFoundError, ReservationEngine, ValidationError } from '../src/index.js';
+import { ConfigurationError, DuplicateSkuError, MAX_AVAILABLE_QUANTITY, NotFoundError, ReservationEngine, ValidationError } from '../src/index.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
 
 describeEachDialect('items', (t) => {
@@ -9,7 +9,7 @@ describeEachDialect('items', (t) => {
     const at = new Date('2026-01-02T03:04:05.678Z');
     const e = new ReservationEngine({ db: t.db, clock: () => at });
     const item = await e.createItem({ sku: 'SKU-1', name: 'Blue mug ☕', availableQuantity: 7 });
-    expect(item).toEqual({ id: expect.any(Number), sku: 'SKU-1', name: 'Blue mug ☕', availableQuantity: 7, createdAt: at, updatedAt: at });
+    expect(item).toEqual({ id: expect.any(Number), sku: 'SKU-1', name: 'Blue mug ☕', availableQuantity: 7, heldQuantity: 0, createdAt: at, updatedAt: at });
     expect(await e.getItem(item.id)).toEqual(item);
   });
 
@@ -92,9 +92,13 @@ describeEachDialect('items', (t) => {
   it('validates its own options', async () => {
     expect(() => new ReservationEngine({ db: t.db, defaultTtlSeconds: 0 })).toThrow(/defaultTtlSeconds: must be positive/);
     expect(() => new ReservationEngine({ db: {} as never })).toThrow(/db: must be a Kysely instance/);
-    expect(() => new ReservationEngine(null as never)).toThrow(ValidationError);
+    expect(() => new ReservationEngine(null as never)).toThrow(ConfigurationError);
+    // A broken clock is the host's bug: a 500, never a 400 blamed on the client.
     const broken = new ReservationEngine({ db: t.db, clock: () => new Date('nope') });
-    expect(await caught(() => broken.createItem({ sku: 's', name: 'n', availableQuantity: 1 }))).toBeInstanceOf(ValidationError);
+    const error = await caught(() => broken.createItem({ sku: 's', name: 'n', availableQuantity: 1 }));
+    expect(error).toBeInstanceOf(ConfigurationError);
+    expect(error).toMatchObject({ code: 'INVALID_CONFIGURATION', status: 500 });
+    expect(error.message).toMatch(/clock: must return a valid Date in the years 1000–9999, got an invalid Date/);
     expect(await t.count('items')).toBe(0);
   });
 });

@@ -92,7 +92,7 @@ describeEachDialect('confirm and cancel', (t) => {
     now = new Date(reservation.expiresAt.getTime() + 1000);
     expect((await engine().cancel(reservation.id)).status).toBe('CANCELLED');
     expect(await stock(item.id)).toBe(10);
-    expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 0 });
+    expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 0, failed: 0 });
   });
 
   it.each([

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { type OutboxEvent, ReservationEngine, ValidationError, retryDelayMs, runOutboxBatch } from '../src/index.js';
+import { ConfigurationError, type OutboxEvent, ReservationEngine, retryDelayMs, runOutboxBatch } from '../src/index.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
 
 it('retryDelayMs: min(max, base·2^(attempt−1)) × a factor in [0.5, 1]', () => {
@@ -31,7 +31,7 @@ describeEachDialect('runOutboxBatch', (t) => {
   it('delivers due events in order, with the parsed payload, then marks them processed', async () => {
     const { item, ids } = await events(3);
     const seen: OutboxEvent[] = [];
-    expect(await runOutboxBatch({ db: t.db, now: at(1), handler: (e) => void seen.push(e) })).toEqual({ processed: 3, failed: 0, deadLettered: 0 });
+    expect(await runOutboxBatch({ db: t.db, now: at(1), handler: (e) => void seen.push(e) })).toEqual({ processed: 3, failed: 0, deadLettered: 0, released: 0 });
     expect(seen.map((e) => e.payload.reservationId)).toEqual(ids);
     expect(seen[0]).toEqual({
       id: expect.stringMatching(/^\d+$/),
@@ -43,12 +43,12 @@ describeEachDialect('runOutboxBatch', (t) => {
     expect(new Set(seen.map((e) => e.id)).size).toBe(3);
     const rows = await t.db.selectFrom('outbox').selectAll().execute();
     expect(rows.every((r) => r.processed_at?.getTime() === at(1).getTime() && r.available_at === null && r.dead_lettered_at === null)).toBe(true);
-    expect(await runOutboxBatch({ db: t.db, now: at(2), handler: () => expect.unreachable() })).toEqual({ processed: 0, failed: 0, deadLettered: 0 });
+    expect(await runOutboxBatch({ db: t.db, now: at(2), handler: () => expect.unreachable() })).toEqual({ processed: 0, failed: 0, deadLettered: 0, released: 0 });
   });
 
   it('delivers nothing that is not due yet', async () => {
     await events(1);
-    expect(await runOutboxBatch({ db: t.db, now: at(-1), handler: () => expect.unreachable() })).toEqual({ processed: 0, failed: 0, deadLettered: 0 });
+    expect(await runOutboxBatch({ db: t.db, now: at(-1), handler: () => expect.unreachable() })).toEqual({ processed: 0, failed: 0, deadLettered: 0, released: 0 });
   });
 
   it('claims at most `limit` events per call', async () => {
@@ -71,7 +71,7 @@ describeEachDialect('runOutboxBatch', (t) => {
         if (n++ % 2) throw new Error('odd');
       },
     });
-    expect(result).toEqual({ processed: 2, failed: 0, deadLettered: 2 });
+    expect(result).toEqual({ processed: 2, failed: 0, deadLettered: 2, released: 0 });
   });
 
   it('records a failure and retries after min(maxDelay, base·2^(n−1)) × [0.5, 1]', async () => {
@@ -81,7 +81,7 @@ describeEachDialect('runOutboxBatch', (t) => {
     let now = at(0);
     for (let attempt = 1; attempt <= 5; attempt++) {
       const result = await runOutboxBatch({ db: t.db, now, baseDelayMs: base, maxDelayMs: max, handler: failing });
-      expect(result).toEqual({ processed: 0, failed: 1, deadLettered: 0 });
+      expect(result).toEqual({ processed: 0, failed: 1, deadLettered: 0, released: 0 });
       const r = await row();
       expect(r.attempts).toBe(attempt);
       expect(r.last_error).toBe('Error: broker down');
@@ -117,9 +117,9 @@ describeEachDialect('runOutboxBatch', (t) => {
       now = new Date(now.getTime() + 60_000);
     }
     expect(results).toEqual([
-      { processed: 0, failed: 1, deadLettered: 0 },
-      { processed: 0, failed: 1, deadLettered: 0 },
-      { processed: 0, failed: 0, deadLettered: 1 },
+      { processed: 0, failed: 1, deadLettered: 0, released: 0 },
+      { processed: 0, failed: 1, deadLettered: 0, released: 0 },
+      { processed: 0, failed: 0, deadLettered: 1, released: 0 },
     ]);
     const r = await row();
     expect(r).toMatchObject({ attempts: 3, available_at: null, processed_at: null, last_error: 'plain string' });
@@ -150,10 +150,13 @@ describeEachDialect('runOutboxBatch', (t) => {
     // While the lease holds, nobody else gets them.
     expect(await runOutboxBatch({ db: t.db, now: at(9_999), handler: () => expect.unreachable() })).toMatchObject({ processed: 0, failed: 0 });
 
-    // After it, worker B gets them as attempt 2 and fails them.
+    // After it, worker B gets them as attempt 2 and fails them. Their lease ran out with no
+    // outcome (either may be what killed A), so each is delivered alone.
     const attempts: number[] = [];
-    const b = await runOutboxBatch({ db: t.db, now: at(10_000), baseDelayMs: 60_000, handler: (e) => (attempts.push(e.attempts), failing()) });
-    expect(b).toEqual({ processed: 0, failed: 2, deadLettered: 0 });
+    for (let i = 0; i < 2; i++) {
+      const b = await runOutboxBatch({ db: t.db, now: at(10_000), baseDelayMs: 60_000, handler: (e) => (attempts.push(e.attempts), failing()) });
+      expect(b).toEqual({ processed: 0, failed: 1, deadLettered: 0, released: 0 });
+    }
     expect(attempts).toEqual([2, 2]);
 
     // A wakes up and acknowledges: its lease is gone, so B's retry schedule stands.
@@ -171,12 +174,13 @@ describeEachDialect('runOutboxBatch', (t) => {
     ['negative baseDelayMs', { baseDelayMs: -1 }, /baseDelayMs:/],
     ['maxDelayMs below baseDelayMs', { baseDelayMs: 5000, maxDelayMs: 1000 }, /maxDelayMs: must not be less than baseDelayMs/],
     ['leaseMs 0', { leaseMs: 0 }, /leaseMs:/],
-    ['a numeric now', { now: 5 }, /now: must be a Date, got number/],
+    ['a numeric now', { now: 5 }, /now: must be a Date, got a number/],
     ['an unknown option', { retries: 3 }, /unknown field "retries"/],
   ])('rejects %s and claims nothing', async (_label, change, message) => {
     await events(1);
     const error = await caught(() => runOutboxBatch({ db: t.db, handler: () => {}, now: at(1), ...change } as never));
-    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toBeInstanceOf(ConfigurationError);
+    expect(error).toMatchObject({ code: 'INVALID_CONFIGURATION', status: 500 });
     expect(error.message).toMatch(message);
     expect(await row()).toMatchObject({ attempts: 0, locked_until: null });
   });

@@ -115,12 +115,15 @@ describeEachDialect('reserve', (t) => {
     expect(await t.count('reservations')).toBe(1);
   });
 
-  it('treats an omitted ttlSeconds as the default when comparing payloads', async () => {
+  it('compares what the client sent, not server defaults: a retry served by an engine with another defaultTtlSeconds replays', async () => {
     const { id: itemId } = await item();
-    const first = await engine().reserve({ itemId, quantity: 1, idempotencyKey: 'ttl' });
-    const again = await engine().reserve({ itemId, quantity: 1, idempotencyKey: 'ttl', ttlSeconds: 900 });
+    // A rolling deploy: the first attempt reaches an engine with a 15-minute default, the retry one with 2 minutes.
+    const first = await engine(900).reserve({ itemId, quantity: 1, idempotencyKey: 'ttl' });
+    const again = await engine(120).reserve({ itemId, quantity: 1, idempotencyKey: 'ttl' });
     expect(again.replayed).toBe(true);
-    expect(again.reservation.id).toBe(first.reservation.id);
+    expect(again.reservation).toEqual(first.reservation);
+    // Sending a ttlSeconds the first request did not send is another request.
+    expect(await caught(() => engine(900).reserve({ itemId, quantity: 1, idempotencyKey: 'ttl', ttlSeconds: 900 }))).toBeInstanceOf(IdempotencyConflictError);
   });
 
   it('replays the current state after the reservation moved on', async () => {
@@ -163,7 +166,7 @@ describeEachDialect('reserve', (t) => {
     ['negative quantity', { quantity: -1 }, /quantity: must be positive/],
     ['fractional quantity', { quantity: 1.5 }, /quantity: must be an integer/],
     ['quantity over 1,000,000', { quantity: 1_000_001 }, /quantity: must be at most 1,000,000/],
-    ['NaN quantity', { quantity: Number.NaN }, /quantity: must be a number, got NaN/],
+    ['NaN quantity', { quantity: Number.NaN }, /quantity: must be a finite number, got NaN/],
     ['Infinity quantity', { quantity: Number.POSITIVE_INFINITY }, /quantity:/],
     ['string quantity', { quantity: '2' }, /quantity: must be a number, got a string/],
     ['null quantity', { quantity: null }, /quantity: must be a number, got null/],
@@ -175,7 +178,7 @@ describeEachDialect('reserve', (t) => {
     ['key with a newline', { idempotencyKey: 'a\nb' }, /idempotencyKey: must be printable ASCII/],
     ['key with a leading space', { idempotencyKey: ' a' }, /idempotencyKey: must be printable ASCII/],
     ['non-ASCII key', { idempotencyKey: 'clé' }, /idempotencyKey: must be printable ASCII/],
-    ['numeric key', { idempotencyKey: 42 }, /idempotencyKey: must be a string, got number/],
+    ['numeric key', { idempotencyKey: 42 }, /idempotencyKey: must be a string, got a number/],
     ['zero ttl', { ttlSeconds: 0 }, /ttlSeconds: must be positive/],
     ['ttl over 30 days', { ttlSeconds: 2_592_001 }, /ttlSeconds: must be at most 2,592,000/],
     ['null ttl', { ttlSeconds: null }, /ttlSeconds: must be a number, got null/],

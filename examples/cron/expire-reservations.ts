@@ -62,7 +62,7 @@ export async function drainExpired(options: DrainExpiredOptions): Promise<DrainE
     const batch = await expireBatch({ db, limit, now: now() });
     batches++;
     expired += batch.expired;
-    const full = batch.expired === limit;
+    const full = batch.expired + batch.failed === limit;
     const elapsedMs = performance.now() - started;
     if (!full || elapsedMs >= budgetMs) return { expired, batches, elapsedMs, drained: !full };
   }

@@ -57,6 +57,7 @@ export async function drainOutbox(options: DrainOutboxOptions): Promise<DrainOut
   let processed = 0;
   let failed = 0;
   let deadLettered = 0;
+  let released = 0;
   let batches = 0;
   for (;;) {
     const batch = await runOutboxBatch({ ...outbox, db, handler, limit });
@@ -64,15 +65,18 @@ export async function drainOutbox(options: DrainOutboxOptions): Promise<DrainOut
     processed += batch.processed;
     failed += batch.failed;
     deadLettered += batch.deadLettered;
-    const full = batch.processed + batch.failed + batch.deadLettered === limit;
+    released += batch.released;
+    // A batch can be short and still leave events due (a suspect event is claimed alone): stop
+    // on an empty one.
+    const claimed = batch.processed + batch.failed + batch.deadLettered + batch.released;
     const elapsedMs = performance.now() - started;
-    if (!full || elapsedMs >= budgetMs) return { processed, failed, deadLettered, batches, elapsedMs, drained: !full };
+    if (claimed === 0 || elapsedMs >= budgetMs) return { processed, failed, deadLettered, released, batches, elapsedMs, drained: claimed === 0 };
   }
 }
 
 /** The summary line, e.g. `process-outbox: processed=120 failed=2 dead-lettered=0 batches=3 in 0.41s`. */
 export function outboxSummary(result: DrainOutboxResult): string {
-  const line = `process-outbox: processed=${result.processed} failed=${result.failed} dead-lettered=${result.deadLettered} batches=${result.batches} in ${seconds(result.elapsedMs)}`;
+  const line = `process-outbox: processed=${result.processed} failed=${result.failed} dead-lettered=${result.deadLettered} released=${result.released} batches=${result.batches} in ${seconds(result.elapsedMs)}`;
   return result.drained ? line : `${line} (time budget used up; more events are due)`;
 }
 

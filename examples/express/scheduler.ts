@@ -82,16 +82,19 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
   const stopping = new AbortController();
 
   const expiring = loop('expire', expireIntervalMs, stopping.signal, logger, async () => {
-    const { expired } = await expireBatch({ db, limit: expireLimit });
+    const { expired, failed } = await expireBatch({ db, limit: expireLimit });
     if (expired > 0) logger.info(`expire: ${expired} reservation${expired === 1 ? '' : 's'} expired`);
-    return expired === expireLimit;
+    if (failed > 0) logger.error(`expire: ${failed} reservation${failed === 1 ? "" : "s"} could not be expired; retried next batch`);
+    return expired + failed === expireLimit;
   });
 
   const delivering = loop('outbox', outboxIntervalMs, stopping.signal, logger, async () => {
-    const { processed, failed, deadLettered } = await runOutboxBatch({ ...outbox, db, handler, limit: outboxLimit });
+    const { processed, failed, deadLettered, released } = await runOutboxBatch({ ...outbox, db, handler, limit: outboxLimit });
     if (failed > 0) logger.info(`outbox: ${failed} event${failed === 1 ? '' : 's'} failed, will be retried`);
     if (deadLettered > 0) logger.error(`outbox: ${deadLettered} event${deadLettered === 1 ? '' : 's'} dead-lettered after their last attempt`);
-    return processed + failed + deadLettered === outboxLimit;
+    // A batch that claimed anything may have left more due (a suspect event is claimed alone):
+    // go again at once; an empty one waits for the interval.
+    return processed + failed + deadLettered + released > 0;
   });
 
   let stopped: Promise<void> | undefined;

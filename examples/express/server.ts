@@ -8,6 +8,11 @@
  * Environment: DATABASE_URL (see ../database.ts), PORT (default 3000), HOST (default: all
  * interfaces), DATABASE_POOL_SIZE (default 10). Migrations run at start.
  *
+ * The database may go away while it runs (restart, failover, killed connections): requests then
+ * fail with a problem document, GET /health answers 503 and the background loops log and retry.
+ * Once the database is back the pools open new connections and everything works again, with no
+ * restart of this process.
+ *
  * SIGINT/SIGTERM shut down gracefully: stop accepting connections, stop the scheduler after its
  * running batch, let in-flight requests finish, close the database, exit 0. A second signal (a
  * second or more after the first), or 10 seconds without finishing, exits 1 at once.

@@ -1,4 +1,4 @@
-import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely } from 'kysely';
+import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely, Selectable } from 'kysely';
 import type { Database, ItemsTable } from '../types.js';
 
 /** @internal What {@link SqlDialect.reserve} writes. */
@@ -32,9 +32,18 @@ export interface SqlDialect {
   isDuplicateKey(error: unknown): boolean;
   /** A deadlock, lock-wait timeout or serialization failure: the whole transaction may be retried. */
   isRetryable(error: unknown): boolean;
+  /** The connection failed (lost, reset, timed out, server shutting down): the outcome of what was in flight is unknown. */
+  isConnectionError(error: unknown): boolean;
 
-  /** Inserts an item and returns its generated id (insert id vs RETURNING). */
-  insertItem(db: Kysely<Database>, values: Insertable<ItemsTable>): Promise<number>;
+  /**
+   * Throws a {@link ConfigurationError} when the host's session settings would make the engine's
+   * SQL wrong (MySQL's NO_BACKSLASH_ESCAPES against mysql2's client-side escaping). Asked once
+   * per Kysely instance.
+   */
+  verifySession(db: Kysely<any>): Promise<void>;
+
+  /** Inserts an item and returns the row as stored (insert id and a read vs RETURNING). */
+  insertItem(db: Kysely<Database>, values: Insertable<ItemsTable>): Promise<Selectable<ItemsTable>>;
 
   /**
    * Writes a new reservation in ONE round trip and one transaction: the idempotency record, the

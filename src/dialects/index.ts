@@ -34,3 +34,20 @@ export function dialectOf(db: Kysely<any>): SqlDialect {
   }
   throw new UnsupportedDatabaseError(adapter.constructor?.name ?? 'unknown');
 }
+
+const verified = new WeakMap<object, Promise<void>>();
+
+/**
+ * @internal
+ * Resolves once {@link SqlDialect.verifySession} passed for `db` (asked once per instance; a
+ * failed check is asked again next time).
+ */
+export function verifiedSession(db: Kysely<any>, dialect: SqlDialect): Promise<void> {
+  let check = verified.get(db);
+  if (!check) {
+    check = dialect.verifySession(db);
+    verified.set(db, check);
+    check.catch(() => verified.delete(db));
+  }
+  return check;
+}

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { ConfigurationError } from '../errors.js';
 import type { SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
@@ -6,6 +7,34 @@ const ER_LOCK_WAIT_TIMEOUT = 1205;
 const ER_LOCK_DEADLOCK = 1213;
 /** MariaDB with innodb_snapshot_isolation: "Record has changed since last read". */
 const ER_CHECKREAD = 1020;
+
+/**
+ * The connection died or the server went away: whatever was in flight may or may not have
+ * committed. CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
+ * ER_QUERY_INTERRUPTED (KILL QUERY, max_statement_time), ER_STATEMENT_TIMEOUT.
+ */
+const CONNECTION_ERRNOS = new Set([2006, 2013, 1053, 1927, 1317, 1969, 3024]);
+/** Node's and mysql2's names for a broken socket. */
+const CONNECTION_CODES = new Set([
+  'PROTOCOL_CONNECTION_LOST',
+  'PROTOCOL_SEQUENCE_TIMEOUT',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/**
+ * Every routine is created under this sql_mode, whatever the migrating session's: MySQL runs a
+ * routine with the sql_mode it was created with, so a host's lax mode would otherwise turn an
+ * overflow into silent truncation inside it.
+ */
+const ROUTINE_SQL_MODE = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION';
 
 /**
  * The whole reserve transaction, server-side: the item's row lock is taken by the last statement
@@ -30,6 +59,8 @@ begin
     rollback;
     resignal;
   end;
+  -- The isolation the routine was designed for, whatever the session's default.
+  set transaction isolation level read committed;
   start transaction;
   insert into idempotency_requests (idempotency_key, payload_hash, reservation_id, created_at)
     values (p_key, p_hash, p_id, p_now);
@@ -37,7 +68,7 @@ begin
     values (p_id, p_item_id, p_quantity, 'PENDING', p_key, p_expires_at, p_now, p_now);
   insert into outbox (type, payload, created_at, available_at, attempts)
     values ('reservation.created', p_payload, p_now, p_now, 0);
-  update items set available_quantity = available_quantity - p_quantity, updated_at = p_now
+  update items set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
     where id = p_item_id and available_quantity >= p_quantity;
   if row_count() = 1 then
     commit;
@@ -53,20 +84,39 @@ function errno(error: unknown): number | undefined {
   return typeof value === 'number' ? value : undefined;
 }
 
+function isConnectionError(error: unknown): boolean {
+  const e = error as { errno?: unknown; code?: unknown; fatal?: unknown; message?: unknown } | null;
+  if (!e || typeof e !== 'object') return false;
+  if (CONNECTION_ERRNOS.has(errno(e) ?? 0) || CONNECTION_CODES.has(String(e.code))) return true;
+  // mysql2 marks errors that broke the connection `fatal`; a closed connection says so in words.
+  return e.fatal === true || /connection is in closed state|connection lost|pool is closed/i.test(String(e.message ?? ''));
+}
+
 /** @internal MySQL 8 and MariaDB ≥ 10.6 through Kysely's MysqlDialect (mysql2). */
 export const mysqlDialect: SqlDialect = Object.freeze({
   name: 'mysql',
 
   isDuplicateKey: (error: unknown) => errno(error) === ER_DUP_ENTRY,
+  isConnectionError,
 
   isRetryable(error: unknown) {
     const code = errno(error);
     return code === ER_LOCK_DEADLOCK || code === ER_LOCK_WAIT_TIMEOUT || code === ER_CHECKREAD;
   },
 
+  async verifySession(db) {
+    const { rows } = await sql<{ mode: string }>`select @@session.sql_mode as mode`.execute(db);
+    if (/NO_BACKSLASH_ESCAPES/i.test(rows[0]?.mode ?? '')) {
+      throw new ConfigurationError([
+        "db: the MySQL session's sql_mode has NO_BACKSLASH_ESCAPES, which mysql2's client-side escaping of values does not support " +
+          '(a quote in a value would end the string): remove it from the sessions of the pool you give the engine',
+      ]);
+    }
+  },
+
   async insertItem(db, values) {
     const result = await db.insertInto('items').values(values).executeTakeFirstOrThrow();
-    return Number(result.insertId);
+    return db.selectFrom('items').selectAll().where('id', '=', Number(result.insertId)).executeTakeFirstOrThrow();
   },
 
   async reserve(db, r) {
@@ -78,7 +128,15 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   },
 
   async createRoutines(db) {
-    await sql.raw(RESERVE_PROCEDURE).execute(db);
+    await db.connection().execute(async (connection) => {
+      const { rows } = await sql<{ mode: string }>`select @@session.sql_mode as mode`.execute(connection);
+      await sql`set session sql_mode = ${ROUTINE_SQL_MODE}`.execute(connection);
+      try {
+        await sql.raw(RESERVE_PROCEDURE).execute(connection);
+      } finally {
+        await sql`set session sql_mode = ${rows[0]?.mode ?? ''}`.execute(connection);
+      }
+    });
   },
 
   async dropRoutines(db) {

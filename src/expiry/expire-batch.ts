@@ -1,11 +1,12 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import { z } from 'zod';
-import { dialectOf } from '../dialects/index.js';
+import { dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { OutcomeUnknownError } from '../errors.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toDate } from '../rows.js';
 import { inTransaction } from '../transaction.js';
 import type { Database } from '../types.js';
-import { batchLimitSchema, dateSchema, kyselySchema, parse } from '../validation.js';
+import { batchLimitSchema, dateSchema, kyselySchema, parseOptions } from '../validation.js';
 
 /** Options of {@link expireBatch}. */
 export interface ExpireBatchOptions {
@@ -23,88 +24,144 @@ export interface ExpireBatchOptions {
   readonly now?: Date;
 }
 
+/** What {@link expireBatch} did. */
+export interface ExpireBatchResult {
+  /** Reservations expired, their stock returned and their `reservation.expired` events written. */
+  readonly expired: number;
+  /**
+   * Due reservations that could not be expired because the database refused their writes (a row
+   * damaged outside the engine, say). They stay PENDING and are tried again by the next call;
+   * they never stop the others.
+   */
+  readonly failed: number;
+}
+
 const optionsSchema = z.strictObject({
   db: kyselySchema,
   limit: batchLimitSchema(500),
   now: dateSchema.optional(),
 });
 
+interface DueReservation {
+  readonly id: string;
+  readonly itemId: number;
+  readonly quantity: number;
+  readonly expiresAt: Date;
+}
+
 /**
  * Expires up to `limit` PENDING reservations past their `expiresAt`, returns their stock and
  * writes a `reservation.expired` event for each, in one transaction. Concurrent callers skip
  * each other's rows (SKIP LOCKED) and lock items in id order, so each reservation expires
- * exactly once and callers never deadlock. Call it until `expired` is less than `limit` to drain.
+ * exactly once and callers never deadlock. Call it until `expired + failed` is less than
+ * `limit` to drain.
+ *
+ * If the batch fails on a row the database refuses, the due rows are expired one at a time
+ * instead, so that one bad row never holds back the others (it is counted in `failed`).
+ *
+ * @throws {OutcomeUnknownError} the connection failed; run it again: nothing expires twice
  *
  * @example
  * ```ts
  * const { expired } = await expireBatch({ db, limit: 1000 });
  * ```
  */
-export async function expireBatch(options: ExpireBatchOptions): Promise<{ expired: number }> {
-  const o = parse(optionsSchema, options, 'options');
+export async function expireBatch(options: ExpireBatchOptions): Promise<ExpireBatchResult> {
+  const { limit, ...o } = parseOptions(optionsSchema, options);
   const db = o.db as Kysely<Database>;
   const dialect = dialectOf(db);
   const now = o.now ?? new Date();
+  try {
+    await verifiedSession(db, dialect);
+    try {
+      return { expired: await expireDue(db, dialect, now, { limit }), failed: 0 };
+    } catch (error) {
+      if (dialect.isConnectionError(error)) throw error;
+      return await expireOneByOne(db, dialect, now, limit);
+    }
+  } catch (error) {
+    if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('expireBatch', 'Run it again: no reservation expires twice.', error);
+    throw error;
+  }
+}
 
-  const expired = await inTransaction(
-    db,
-    dialect,
-    async (trx) => {
-      const due = await trx
-        .selectFrom('reservations')
-        .select(['id', 'item_id', 'quantity', 'expires_at'])
-        .where('status', '=', 'PENDING')
-        .where('expires_at', '<=', now)
-        .orderBy('expires_at')
-        .limit(o.limit)
-        .forUpdate()
-        .skipLocked()
-        .execute();
-      if (due.length === 0) return 0;
+/** The fallback after a failed batch: each due reservation in its own transaction. */
+async function expireOneByOne(db: Kysely<Database>, dialect: SqlDialect, now: Date, limit: number): Promise<ExpireBatchResult> {
+  const due = await dueReservations(db, now, limit, { lock: false });
+  let expired = 0;
+  let failed = 0;
+  for (const { id } of due) {
+    try {
+      expired += await expireDue(db, dialect, now, { limit: 1, id });
+    } catch (error) {
+      if (dialect.isConnectionError(error)) throw error;
+      failed++;
+    }
+  }
+  return { expired, failed };
+}
 
-      await trx
-        .updateTable('reservations')
-        .set({ status: 'EXPIRED', updated_at: now })
-        .where(
-          'id',
-          'in',
-          due.map((r) => r.id),
-        )
-        .where('status', '=', 'PENDING')
-        .execute();
+/** One sweep transaction: select the due rows, mark them expired, return their stock, write their events. */
+function expireDue(db: Kysely<Database>, dialect: SqlDialect, now: Date, which: { limit: number; id?: string }): Promise<number> {
+  return inTransaction(db, dialect, async (trx) => {
+    const due = await dueReservations(trx, now, which.limit, { lock: true, id: which.id });
+    if (due.length === 0) return 0;
+    await markExpired(trx, due, now);
+    await returnStock(trx, due, now);
+    await writeEvents(trx, dialect, due, now);
+    return due.length;
+  });
+}
 
-      const returned = new Map<number, number>();
-      for (const r of due) returned.set(Number(r.item_id), (returned.get(Number(r.item_id)) ?? 0) + Number(r.quantity));
-      const itemIds = [...returned.keys()].sort((a, b) => a - b);
-      // Lock the items in id order first, so two sweeps over overlapping items cannot deadlock.
-      await trx.selectFrom('items').select('id').where('id', 'in', itemIds).orderBy('id').forUpdate().execute();
-      const increment = sql<number>`case id ${sql.join(
-        itemIds.map((id) => sql`when ${sql.lit(id)} then ${sql.lit(returned.get(id)!)}`),
-        sql` `,
-      )} else 0 end`;
-      await trx
-        .updateTable('items')
-        .set((eb) => ({ available_quantity: eb('available_quantity', '+', increment), updated_at: now }))
-        .where('id', 'in', itemIds)
-        .execute();
+/** PENDING reservations past `now`, oldest first; locked with SKIP LOCKED so concurrent sweeps take different rows. */
+async function dueReservations(db: Kysely<Database>, now: Date, limit: number, options: { lock: boolean; id?: string }): Promise<DueReservation[]> {
+  let query = db
+    .selectFrom('reservations')
+    .select(['id', 'item_id', 'quantity', 'expires_at'])
+    .where('status', '=', 'PENDING')
+    .where('expires_at', '<=', now)
+    .orderBy('expires_at')
+    .limit(limit);
+  if (options.id !== undefined) query = query.where('id', '=', options.id);
+  if (options.lock) query = query.forUpdate().skipLocked();
+  const rows = await query.execute();
+  return rows.map((row) => ({ id: row.id, itemId: Number(row.item_id), quantity: Number(row.quantity), expiresAt: toDate(row.expires_at) }));
+}
 
-      await trx
-        .insertInto('outbox')
-        .values(
-          due.map((r) =>
-            eventRow(
-              dialect,
-              'reservation.expired',
-              { id: r.id, itemId: Number(r.item_id), quantity: Number(r.quantity), status: 'EXPIRED', expiresAt: toDate(r.expires_at) },
-              now,
-            ),
-          ),
-        )
-        .execute();
-      return due.length;
-    },
-    // No gap locks: the sweep must not block new reservations' inserts.
-    'read committed',
-  );
-  return { expired };
+async function markExpired(trx: Transaction<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
+  await trx
+    .updateTable('reservations')
+    .set({ status: 'EXPIRED', updated_at: now })
+    .where(
+      'id',
+      'in',
+      due.map((r) => r.id),
+    )
+    .where('status', '=', 'PENDING')
+    .execute();
+}
+
+/** Moves the held units back to available, one statement for all items, locking the items in id order first. */
+async function returnStock(trx: Transaction<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
+  const returned = new Map<number, number>();
+  for (const r of due) returned.set(r.itemId, (returned.get(r.itemId) ?? 0) + r.quantity);
+  const itemIds = [...returned.keys()].sort((a, b) => a - b);
+  // Two sweeps over overlapping items take the item locks in the same order: no deadlock.
+  await trx.selectFrom('items').select('id').where('id', 'in', itemIds).orderBy('id').forUpdate().execute();
+  const units = sql<number>`case id ${sql.join(
+    itemIds.map((id) => sql`when ${sql.lit(id)} then ${sql.lit(returned.get(id)!)}`),
+    sql` `,
+  )} else 0 end`;
+  await trx
+    .updateTable('items')
+    .set((eb) => ({ available_quantity: eb('available_quantity', '+', units), held_quantity: eb('held_quantity', '-', units), updated_at: now }))
+    .where('id', 'in', itemIds)
+    .execute();
+}
+
+async function writeEvents(trx: Transaction<Database>, dialect: SqlDialect, due: readonly DueReservation[], now: Date): Promise<void> {
+  await trx
+    .insertInto('outbox')
+    .values(due.map((r) => eventRow(dialect, 'reservation.expired', { ...r, status: 'EXPIRED' }, now)))
+    .execute();
 }

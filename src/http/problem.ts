@@ -1,4 +1,4 @@
-import { ReservationError, ValidationError } from '../errors.js';
+import { isReservationError, type ReservationError } from '../errors.js';
 
 /** An RFC 9457 problem document (`application/problem+json`). */
 export interface ProblemDocument {
@@ -29,6 +29,11 @@ const TITLES: Readonly<Record<string, string>> = Object.freeze({
   RESERVATION_EXPIRED: 'Reservation expired',
   DUPLICATE_SKU: 'SKU already exists',
   TRANSACTION_CONFLICT: 'Temporarily unable to complete the request',
+  OUTCOME_UNKNOWN: 'Outcome unknown: retry to find out',
+  INVALID_CONFIGURATION: 'Internal server error',
+  UNSUPPORTED_DATABASE: 'Internal server error',
+  MIGRATION_FAILED: 'Internal server error',
+  MISSING_DEPENDENCY: 'Internal server error',
   MALFORMED_JSON: 'Malformed JSON',
   PAYLOAD_TOO_LARGE: 'Request body too large',
   NOT_FOUND: 'Not found',
@@ -45,9 +50,12 @@ const PARSER_CODES: Readonly<Record<string, string>> = Object.freeze({
 
 /**
  * Maps any error to an RFC 9457 problem document, so every framework answers the same way:
- * the library's errors keep their `status` and `code`; body-parser errors (malformed JSON,
- * too large) become 400/413; a client error from the framework (`expose: true`, 4xx) keeps its
- * status; anything else is a 500 whose detail reveals nothing internal.
+ * - the library's errors (from any copy of it: the ESM and CommonJS builds alike) keep their
+ *   `status`, `code` and message;
+ * - body-parser errors (malformed JSON, too large) become 400/413;
+ * - another error keeps its message only if it opts in with `expose: true` (as http-errors does
+ *   for 4xx); a 4xx error that does not opt in keeps its status with a generic detail;
+ * - anything else is a 500 whose detail reveals nothing internal.
  *
  * @example
  * ```ts
@@ -58,22 +66,49 @@ const PARSER_CODES: Readonly<Record<string, string>> = Object.freeze({
  * ```
  */
 export function toProblem(error: unknown): ProblemDocument {
-  if (error instanceof ReservationError) {
+  if (isReservationError(error)) {
+    // A 500 from the library is the host's set-up (options, migrations, drivers): its message
+    // names internals, and stays in the server's logs.
+    if (error.status >= 500 && error.status !== 503) return problem(error.status, error.code, 'The server failed to complete the request');
     return problem(error.status, error.code, error.message, extensions(error));
   }
-  const e = (error ?? {}) as { type?: unknown; code?: unknown; status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown };
-  const parserCode = PARSER_CODES[String(e.type)] ?? PARSER_CODES[String(e.code)];
+  const e = (typeof error === 'object' && error !== null ? error : {}) as {
+    type?: unknown;
+    code?: unknown;
+    status?: unknown;
+    statusCode?: unknown;
+    expose?: unknown;
+    message?: unknown;
+  };
+  const parserCode = own(PARSER_CODES, e.type) ?? own(PARSER_CODES, e.code);
   if (parserCode) {
     return parserCode === 'MALFORMED_JSON'
       ? problem(400, parserCode, 'The request body is not valid JSON')
       : problem(413, parserCode, 'The request body is larger than this server accepts');
   }
   const status = Number(e.status ?? e.statusCode);
-  if (Number.isInteger(status) && status >= 400 && status < 500 && e.expose !== false) {
-    return problem(status, status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST', typeof e.message === 'string' ? e.message : 'Bad request');
+  const exposed = e.expose === true && typeof e.message === 'string';
+  if (Number.isInteger(status) && status >= 400 && status < 600 && (status < 500 || exposed)) {
+    const code = own(STATUS_CODES, status) ?? (status < 500 ? 'BAD_REQUEST' : 'INTERNAL_ERROR');
+    return problem(status, code, exposed ? (e.message as string) : titleOf(code, status));
   }
   return problem(500, 'INTERNAL_ERROR', 'The server failed to complete the request');
 }
+
+/** Codes for a host's or framework's errors, by status. */
+const STATUS_CODES: Readonly<Record<number, string>> = Object.freeze({
+  400: 'BAD_REQUEST',
+  401: 'UNAUTHORIZED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  422: 'UNPROCESSABLE_CONTENT',
+  429: 'TOO_MANY_REQUESTS',
+  503: 'SERVICE_UNAVAILABLE',
+});
 
 /** Titles for codes the library does not know (a host's own), by status. */
 const STATUS_TITLES: Readonly<Record<number, string>> = Object.freeze({
@@ -90,10 +125,19 @@ const STATUS_TITLES: Readonly<Record<number, string>> = Object.freeze({
   503: 'Service unavailable',
 });
 
+/** `table[key]` if the table itself has it: never `constructor`, `toString`… from Object's prototype. */
+function own<T>(table: Readonly<Record<string | number, T>>, key: unknown): T | undefined {
+  return (typeof key === 'string' || typeof key === 'number') && Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
+function titleOf(code: string, status: number): string {
+  return own(TITLES, code) ?? own(STATUS_TITLES, status) ?? (status >= 500 ? 'Internal server error' : 'Bad request');
+}
+
 function problem(status: number, code: string, detail: string, extra: Record<string, unknown> = {}): ProblemDocument {
   return {
     type: `urn:reservation-engine:problem:${code.toLowerCase().replaceAll('_', '-')}`,
-    title: TITLES[code] ?? STATUS_TITLES[status] ?? (status >= 500 ? 'Internal server error' : 'Bad request'),
+    title: titleOf(code, status),
     status,
     detail,
     code,
@@ -102,8 +146,9 @@ function problem(status: number, code: string, detail: string, extra: Record<str
 }
 
 function extensions(error: ReservationError): Record<string, unknown> {
-  if (error instanceof ValidationError) return { errors: error.issues };
-  const { available, requested, itemId, reservationId, currentStatus } = error as unknown as Record<string, unknown>;
+  const { available, requested, itemId, reservationId, currentStatus, issues } = error as unknown as Record<string, unknown>;
+  // Configuration problems are the host's bug: their details stay in the server's logs.
+  if (error.code === 'VALIDATION_ERROR' && Array.isArray(issues)) return { errors: issues };
   const extra: Record<string, unknown> = {};
   if (itemId !== undefined && typeof itemId === 'number') extra.itemId = itemId;
   if (reservationId !== undefined) extra.reservationId = reservationId;

@@ -3,6 +3,7 @@ import { type Migration, type MigrationProvider, type MigrationResultSet, Migrat
 import { ReservationError } from '../errors.js';
 import { initialMigration } from './0001-initial.js';
 import { reserveRoutineMigration } from './0002-reserve-routine.js';
+import { heldStockAndRestockKeysMigration } from './0003-held-stock-and-restock-keys.js';
 
 /**
  * The library's migrations, by name, for hosts that run their own Kysely `Migrator`: merge them
@@ -11,6 +12,7 @@ import { reserveRoutineMigration } from './0002-reserve-routine.js';
 export const reservationEngineMigrations: Readonly<Record<string, Migration>> = Object.freeze({
   reservation_engine_0001_initial: initialMigration,
   reservation_engine_0002_reserve_routine: reserveRoutineMigration,
+  reservation_engine_0003_held_stock_and_restock_keys: heldStockAndRestockKeysMigration,
 });
 
 /** A Kysely `MigrationProvider` serving {@link reservationEngineMigrations}. */

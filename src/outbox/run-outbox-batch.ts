@@ -1,10 +1,25 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import { dialectOf } from '../dialects/index.js';
+import { dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { OutcomeUnknownError } from '../errors.js';
 import type { Database, OutboxEvent } from '../types.js';
-import { batchLimitSchema, dateSchema, kyselySchema, parse } from '../validation.js';
-import { claimEvents } from './claim.js';
-import { markFailed, markProcessed } from './complete.js';
+import { batchLimitSchema, dateSchema, functionSchema, integer, kyselySchema, parseOptions } from '../validation.js';
+import { type ClaimedEvent, claimEvents } from './claim.js';
+import { markFailed, markProcessed, releaseEvents } from './complete.js';
+import { describeError } from './describe-error.js';
+
+/** What a handler gets besides the event. */
+export interface OutboxHandlerContext {
+  /**
+   * Aborted when the delivery runs past `handlerTimeoutMs`: stop the work (pass it to `fetch`,
+   * your broker client…). The attempt then counts as failed and is retried later, whether or
+   * not the handler stops.
+   */
+  readonly signal: AbortSignal;
+}
+
+/** Delivers one event; resolve to acknowledge it, throw or reject to have it retried. */
+export type OutboxHandler = (event: OutboxEvent, context: OutboxHandlerContext) => unknown;
 
 /** Options of {@link runOutboxBatch}. */
 export interface RunOutboxBatchOptions {
@@ -15,14 +30,15 @@ export interface RunOutboxBatchOptions {
    * reject to have it retried later. Called one event at a time, outside any transaction.
    * Delivery is at least once: use `event.id` to drop duplicates.
    */
-  readonly handler: (event: OutboxEvent) => unknown;
+  readonly handler: OutboxHandler;
   /**
    * Most events claimed by this call, 1–10,000.
    * @defaultValue 100
    */
   readonly limit?: number;
   /**
-   * Deliveries an event gets before it is dead-lettered (kept, never retried), 1–1,000.
+   * Attempts an event gets before it is dead-lettered (kept, never retried), 1–1,000. An attempt
+   * counts when the event is claimed, so deliveries that crash the worker or hang count too.
    * @defaultValue 10
    */
   readonly maxAttempts?: number;
@@ -39,10 +55,18 @@ export interface RunOutboxBatchOptions {
   readonly maxDelayMs?: number;
   /**
    * How long claimed events stay reserved for this call. If the process dies, other callers
-   * deliver them once the lease ends. Choose it longer than the whole batch takes to deliver.
+   * deliver them once the lease ends. Events whose delivery could not finish within the lease
+   * (less than `handlerTimeoutMs` left) are handed back undelivered, so none is delivered twice
+   * at once.
    * @defaultValue 30000 (30 seconds)
    */
   readonly leaseMs?: number;
+  /**
+   * How long one delivery may take: then the handler's `signal` is aborted and the attempt
+   * counts as failed. Less than `leaseMs`.
+   * @defaultValue 10000, or a third of `leaseMs` if that is less
+   */
+  readonly handlerTimeoutMs?: number;
   /**
    * The time this call treats as current for due rows, leases and backoff.
    * @defaultValue the current time
@@ -54,65 +78,126 @@ export interface RunOutboxBatchOptions {
 export interface OutboxBatchResult {
   /** Delivered and marked processed. */
   readonly processed: number;
-  /** The handler failed; scheduled for another attempt. */
+  /** The handler failed or timed out; scheduled for another attempt. */
   readonly failed: number;
-  /** The handler failed for the `maxAttempts`-th time; dead-lettered. */
+  /**
+   * Dead-lettered: the handler failed for the `maxAttempts`-th time, or earlier deliveries used up
+   * the attempts without reporting back, or the stored event cannot be read.
+   */
   readonly deadLettered: number;
+  /** Claimed but handed back undelivered (the lease had too little time left); due again at once. */
+  readonly released: number;
 }
 
-const MAX_ERROR_LENGTH = 2000;
+const DEFAULT_HANDLER_TIMEOUT_MS = 10_000;
 
 const optionsSchema = z
   .strictObject({
     db: kyselySchema,
-    handler: z.custom<(event: OutboxEvent) => unknown>((v) => typeof v === 'function', { error: 'must be a function' }),
+    handler: functionSchema<OutboxHandler>(),
     limit: batchLimitSchema(100),
-    maxAttempts: z.number().int().min(1).max(1000).default(10),
-    baseDelayMs: z.number().int().min(0).max(86_400_000).default(1000),
-    maxDelayMs: z.number().int().min(0).max(7 * 86_400_000).default(300_000),
-    leaseMs: z.number().int().min(1).max(86_400_000).default(30_000),
+    maxAttempts: integer(1, 1000).default(10),
+    baseDelayMs: integer(0, 86_400_000).default(1000),
+    maxDelayMs: integer(0, 7 * 86_400_000).default(300_000),
+    leaseMs: integer(1, 86_400_000).default(30_000),
+    handlerTimeoutMs: integer(1, 86_400_000).optional(),
     now: dateSchema.optional(),
   })
-  .refine((o) => o.maxDelayMs >= o.baseDelayMs, { error: 'must not be less than baseDelayMs', path: ['maxDelayMs'] });
+  .refine((o) => o.maxDelayMs >= o.baseDelayMs, { error: 'must not be less than baseDelayMs', path: ['maxDelayMs'] })
+  .refine((o) => o.handlerTimeoutMs === undefined || o.handlerTimeoutMs < o.leaseMs, { error: 'must be less than leaseMs', path: ['handlerTimeoutMs'] });
+
+type Options = z.output<typeof optionsSchema> & { readonly handlerTimeoutMs: number };
 
 /**
  * Delivers one batch of due outbox events to `handler`: the one-shot entry point for cron jobs,
  * schedulers and HTTP-triggered workers. Safe to run from many processes at once: while their
  * leases hold, no event is delivered twice.
  *
+ * Each event's outcome is recorded as soon as its handler settles, independently of its
+ * neighbours: a handler that throws, hangs (see `handlerTimeoutMs`) or crashes the process
+ * costs its own event an attempt, and never re-delivers or holds back the others.
+ *
+ * @throws {OutcomeUnknownError} the connection failed; run it again: unacknowledged events are redelivered
+ *
  * @example
  * ```ts
  * const { processed, failed, deadLettered } = await runOutboxBatch({
  *   db,
- *   handler: async (event) => broker.publish(event.type, event.payload, { messageId: event.id }),
+ *   handler: async (event, { signal }) => broker.publish(event.type, event.payload, { messageId: event.id, signal }),
  * });
  * ```
  */
 export async function runOutboxBatch(options: RunOutboxBatchOptions): Promise<OutboxBatchResult> {
-  const o = parse(optionsSchema, options, 'options');
+  const parsed = parseOptions(optionsSchema, options);
+  const o: Options = { ...parsed, handlerTimeoutMs: parsed.handlerTimeoutMs ?? Math.min(DEFAULT_HANDLER_TIMEOUT_MS, Math.max(1, Math.floor(parsed.leaseMs / 3))) };
   const db = o.db as Kysely<Database>;
   const dialect = dialectOf(db);
+  try {
+    await verifiedSession(db, dialect);
+    return await deliverBatch(db, dialect, o);
+  } catch (error) {
+    if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('runOutboxBatch', 'Run it again: events not acknowledged are delivered again.', error);
+    throw error;
+  }
+}
+
+async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Options): Promise<OutboxBatchResult> {
   const now = o.now ?? new Date();
   const leaseUntil = new Date(now.getTime() + o.leaseMs);
-
-  const claimed = await claimEvents(db, dialect, now, leaseUntil, o.limit);
-  const delivered: Array<string | number> = [];
+  const started = performance.now();
+  const claim = await claimEvents(db, dialect, { now, leaseUntil, limit: o.limit, maxAttempts: o.maxAttempts });
+  let processed = 0;
   let failed = 0;
-  let deadLettered = 0;
-  for (const { rowId, event } of claimed) {
-    try {
-      await o.handler(event);
-      delivered.push(rowId);
-    } catch (error) {
-      const final = event.attempts >= o.maxAttempts;
-      const retryAt = final ? null : new Date(now.getTime() + retryDelayMs(event.attempts, o.baseDelayMs, o.maxDelayMs));
-      await markFailed(db, rowId, leaseUntil, now, describeError(error), retryAt);
-      if (final) deadLettered++;
-      else failed++;
+  let deadLettered = claim.deadLettered;
+  let released = 0;
+
+  for (const [index, claimed] of claim.events.entries()) {
+    // Too little lease left for one more full delivery: hand the rest back rather than risk
+    // another worker claiming an event while this one still delivers it.
+    const leaseLeft = o.leaseMs - (performance.now() - started);
+    if (leaseLeft <= o.handlerTimeoutMs) {
+      const rest = claim.events.slice(index).map((c) => c.rowId);
+      await releaseEvents(db, dialect, rest, leaseUntil, now);
+      released = rest.length;
+      break;
     }
+    const error = await deliver(o.handler, claimed, o.handlerTimeoutMs);
+    // Recorded before the next delivery starts: if that one crashes the process, this one is
+    // not delivered again.
+    if (error === undefined) {
+      await markProcessed(db, dialect, claimed.rowId, leaseUntil, now);
+      processed++;
+      continue;
+    }
+    const final = claimed.event.attempts >= o.maxAttempts;
+    const retryAt = final ? null : new Date(now.getTime() + retryDelayMs(claimed.event.attempts, o.baseDelayMs, o.maxDelayMs));
+    await markFailed(db, dialect, claimed.rowId, leaseUntil, now, describeError(error), retryAt);
+    if (final) deadLettered++;
+    else failed++;
   }
-  await markProcessed(db, delivered, leaseUntil, now);
-  return { processed: delivered.length, failed, deadLettered };
+  return { processed, failed, deadLettered, released };
+}
+
+/** Runs the handler for one event within `timeoutMs`; resolves to what it threw, or `undefined` on success. */
+async function deliver(handler: OutboxHandler, { event }: ClaimedEvent, timeoutMs: number): Promise<unknown> {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new Error(`The handler did not settle within handlerTimeoutMs (${timeoutMs} ms)`);
+      error.name = 'HandlerTimeoutError';
+      controller.abort(error);
+      reject(error);
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([Promise.resolve().then(() => handler(event, { signal: controller.signal })), timedOut]);
+    return undefined;
+  } catch (error) {
+    return error ?? new Error(`The handler threw ${String(error)}`);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -122,9 +207,4 @@ export async function runOutboxBatch(options: RunOutboxBatchOptions): Promise<Ou
 export function retryDelayMs(attempt: number, baseDelayMs: number, maxDelayMs: number, random: () => number = Math.random): number {
   const capped = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
   return Math.round(capped * (0.5 + random() * 0.5));
-}
-
-function describeError(error: unknown): string {
-  const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH - 1)}…` : text;
 }

@@ -12,6 +12,10 @@ export interface DialectTarget {
 export interface ConnectOptions {
   /** How long a statement waits for a row lock before the database gives up (MySQL rounds up to seconds). */
   lockTimeoutMs?: number;
+  /** The connections' default transaction isolation, as a host might set it. */
+  isolation?: 'repeatable read' | 'serializable';
+  /** MySQL only: the connections' sql_mode, as a host might set it. */
+  sqlMode?: string;
 }
 
 /** The dialects this run tests, as decided by test/global-setup.ts. */
@@ -21,6 +25,7 @@ export const DIALECTS: DialectTarget[] = inject('dialects');
 export class TestDatabase {
   #db: Kysely<any> | undefined;
   #drop: (() => Promise<void>) | undefined;
+  #url: string | undefined;
   #connect: ((poolSize: number, options?: ConnectOptions) => Kysely<any>) | undefined;
   readonly #extra: Kysely<any>[] = [];
 
@@ -28,6 +33,12 @@ export class TestDatabase {
 
   get name(): DialectName {
     return this.target.name;
+  }
+
+  /** The URL of this file's database (server dialects: PGlite in memory has none), for child processes. */
+  get url(): string {
+    if (!this.#url) throw new Error(`TestDatabase for ${this.name} has no URL`);
+    return this.#url;
   }
 
   get db(): Kysely<any> {
@@ -50,17 +61,30 @@ export class TestDatabase {
       const admin = mysql.createPool({ uri: this.target.url, connectionLimit: 1 });
       await admin.promise().query(`CREATE DATABASE ${dbName}`);
       await admin.promise().end();
-      this.#connect = (poolSize, options) =>
-        new Kysely({
+      const url = new URL(this.target.url);
+      url.pathname = `/${dbName}`;
+      this.#url = url.toString();
+      this.#connect = (poolSize, options = {}) => {
+        const session = [
+          options.lockTimeoutMs && `SET SESSION innodb_lock_wait_timeout = ${Math.ceil(options.lockTimeoutMs / 1000)}`,
+          options.isolation && `SET SESSION TRANSACTION ISOLATION LEVEL ${options.isolation.toUpperCase()}`,
+          options.sqlMode !== undefined && `SET SESSION sql_mode = '${options.sqlMode}'`,
+        ].filter((statement): statement is string => typeof statement === 'string');
+        const pool = mysql.createPool({ uri: this.target.url, database: dbName, connectionLimit: poolSize, timezone: 'Z' });
+        // As a host must: a connection that dies while idle or in use is reported, not a crash.
+        pool.on('connection', (connection) => connection.on('error', () => {}));
+        return new Kysely({
           dialect: new MysqlDialect({
-            pool: mysql.createPool({ uri: this.target.url, database: dbName, connectionLimit: poolSize, timezone: 'Z' }),
-            onCreateConnection: options?.lockTimeoutMs
-              ? async (connection) => {
-                  await connection.executeQuery(CompiledQuery.raw(`SET SESSION innodb_lock_wait_timeout = ${Math.ceil(options.lockTimeoutMs! / 1000)}`));
-                }
-              : undefined,
+            pool,
+            onCreateConnection:
+              session.length > 0
+                ? async (connection) => {
+                    for (const statement of session) await connection.executeQuery(CompiledQuery.raw(statement));
+                  }
+                : undefined,
           }),
         });
+      };
       this.#drop = async () => {
         const pool = mysql.createPool({ uri: this.target.url, connectionLimit: 1 });
         await pool.promise().query(`DROP DATABASE IF EXISTS ${dbName}`);
@@ -74,16 +98,18 @@ export class TestDatabase {
       await admin.end();
       const url = new URL(this.target.url);
       url.pathname = `/${dbName}`;
-      this.#connect = (poolSize, options) =>
-        new Kysely({
-          dialect: new PostgresDialect({
-            pool: new pg.Pool({
-              connectionString: url.toString(),
-              max: poolSize,
-              ...(options?.lockTimeoutMs ? { options: `-c lock_timeout=${options.lockTimeoutMs}` } : {}),
-            }),
-          }),
-        });
+      this.#url = url.toString();
+      this.#connect = (poolSize, options = {}) => {
+        const settings = [
+          options.lockTimeoutMs && `-c lock_timeout=${options.lockTimeoutMs}`,
+          options.isolation && `-c default_transaction_isolation=${options.isolation.replace(' ', '\\ ')}`,
+        ].filter(Boolean);
+        const pool = new pg.Pool({ connectionString: url.toString(), max: poolSize, ...(settings.length > 0 ? { options: settings.join(' ') } : {}) });
+        // As a host must: a connection that dies while idle or checked out is reported, not a crash.
+        pool.on('error', () => {});
+        pool.on('connect', (client) => client.on('error', () => {}));
+        return new Kysely({ dialect: new PostgresDialect({ pool }) });
+      };
       this.#drop = async () => {
         const client = new pg.Client({ connectionString: this.target.url });
         await client.connect();
@@ -105,7 +131,7 @@ export class TestDatabase {
 
   /** Empties every table. */
   async reset(): Promise<void> {
-    for (const table of ['outbox', 'idempotency_requests', 'reservations', 'items']) {
+    for (const table of ['outbox', 'idempotency_requests', 'restock_requests', 'reservations', 'items']) {
       await this.db.deleteFrom(table).execute();
     }
   }

@@ -18,6 +18,18 @@ export interface ThrowawayServer {
   url: string;
   /** Human-readable server name and version, e.g. "MariaDB 10.11". */
   label: string;
+  /**
+   * Simulates a crash: ends the server at once, without a clean shutdown, and resolves once it
+   * has exited. Clients see their connections drop. The data dir stays: {@link start} brings the
+   * server back with its data (for PostgreSQL, all of it only with `crashSafe`).
+   */
+  crash(): Promise<void>;
+  /**
+   * Starts the server again after {@link crash}, with the same data, port and URL (crash recovery
+   * included); resolves once it accepts connections. Does nothing while it runs.
+   */
+  start(): Promise<void>;
+  /** Stops the server and deletes its temp dir, data included. */
   stop(): Promise<void>;
 }
 
@@ -181,6 +193,7 @@ class Sandbox {
 
   /** Starts the server with stdout/stderr appended to `logFile`, so Node holds no pipes to it. */
   spawn(file: string, args: string[], opts: { logFile: string; uid?: number; gid?: number }): void {
+    this.spawnError = undefined;
     const logFd = openSync(opts.logFile, 'a');
     try {
       this.child = spawn(file, args, {
@@ -207,15 +220,23 @@ class Sandbox {
     return `exited during start-up (code ${this.child?.exitCode}, signal ${this.child?.signalCode})`;
   }
 
+  get isDisposed(): boolean {
+    return this.disposing !== undefined;
+  }
+
+  /** Sends `signal` and resolves once the process has exited (SIGKILL after STOP_TIMEOUT_MS). The dir stays. */
+  async kill(signal: NodeJS.Signals): Promise<void> {
+    if (!this.isRunning()) return;
+    this.child?.kill(signal);
+    if (!(await settlesWithin(this.exited, STOP_TIMEOUT_MS))) {
+      this.child?.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
   dispose(stopSignal: NodeJS.Signals): Promise<void> {
     this.disposing ??= (async () => {
-      if (this.isRunning()) {
-        this.child?.kill(stopSignal);
-        if (!(await settlesWithin(this.exited, STOP_TIMEOUT_MS))) {
-          this.child?.kill('SIGKILL');
-          await this.exited;
-        }
-      }
+      await this.kill(stopSignal);
       process.off('exit', this.onProcessExit);
       await fs.rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
     })();
@@ -242,6 +263,13 @@ async function waitUntilReady(
     await sleep(POLL_INTERVAL_MS);
   }
   throw new Error(`${name} did not accept connections within ${READY_TIMEOUT_MS / 1000} s. Log tail:\n${await tail(logFiles)}`);
+}
+
+/** Starts a crashed server again with `launch`, which spawns it and waits until it is ready. */
+async function restart(sandbox: Sandbox, name: string, launch: () => Promise<void>): Promise<void> {
+  if (sandbox.isDisposed) throw new Error(`${name} was stopped: its data is gone, it cannot start again`);
+  if (sandbox.isRunning()) return;
+  await launch();
 }
 
 // ---------------------------------------------------------------------------
@@ -349,12 +377,23 @@ export async function startMariaDb(): Promise<ThrowawayServer> {
     const port = await getFreePort();
     // Most output goes to --log-error; stdout.log catches what is printed before it is opened.
     const stdoutLog = path.join(sandbox.dir, 'stdout.log');
-    sandbox.spawn(server, mySqlServerArgs(flavour, sandbox.dir, port), { logFile: stdoutLog });
     const socketPath = path.join(sandbox.dir, 'mysqld.sock');
     const logFiles = [path.join(sandbox.dir, 'error.log'), stdoutLog];
-    await waitUntilReady(flavour.label, sandbox, logFiles, () => canConnect({ socketPath, user: 'root' }));
+    const launch = async () => {
+      sandbox.spawn(server, mySqlServerArgs(flavour, sandbox.dir, port), { logFile: stdoutLog });
+      await waitUntilReady(flavour.label, sandbox, logFiles, () => canConnect({ socketPath, user: 'root' }));
+    };
+    await launch();
     await ensureTcpRoot(socketPath, port);
-    return { url: `mysql://root@127.0.0.1:${port}/`, label: flavour.label, stop };
+    return {
+      url: `mysql://root@127.0.0.1:${port}/`,
+      label: flavour.label,
+      // mysqld has no immediate-shutdown signal: SIGKILL it. InnoDB recovers at the next start,
+      // losing no commit: innodb_flush_log_at_trx_commit=2 writes the log at each one.
+      crash: () => sandbox.kill('SIGKILL'),
+      start: () => restart(sandbox, flavour.label, launch),
+      stop,
+    };
   } catch (error) {
     await stop();
     throw error;
@@ -398,10 +437,13 @@ function pgIsReadyProbe(pgIsReady: string, port: number): () => Promise<boolean>
   };
 }
 
-/** Fallback without pg_isready: the port is open and the log says startup finished. */
-function logAndPortProbe(logFile: string, port: number): () => Promise<boolean> {
+/**
+ * Fallback without pg_isready: the port is open and the log says startup finished, after byte
+ * `logStart` (where this start's output begins: the log of an earlier start says so too).
+ */
+function logAndPortProbe(logFile: string, port: number, logStart: number): () => Promise<boolean> {
   return async () => {
-    const log = await fs.readFile(logFile, 'utf8').catch(() => '');
+    const log = (await fs.readFile(logFile).catch(() => Buffer.alloc(0))).subarray(logStart).toString('utf8');
     if (!log.includes('database system is ready to accept connections')) return false;
     return new Promise((resolve) => {
       const socket = net.connect({ host: '127.0.0.1', port });
@@ -411,7 +453,16 @@ function logAndPortProbe(logFile: string, port: number): () => Promise<boolean> 
   };
 }
 
-export async function startPostgres(): Promise<ThrowawayServer> {
+export interface PostgresOptions {
+  /**
+   * Acknowledge a commit only once its WAL is written out (synchronous_commit on), so that
+   * {@link ThrowawayServer.crash} loses no acknowledged commit. Off by default, for speed: a crash
+   * then loses the commits of its last moments, whose WAL was still in the server's memory.
+   */
+  readonly crashSafe?: boolean;
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<ThrowawayServer> {
   const bins = findPostgresBinaries();
   if (!bins) throw new Error('no initdb/postgres found on PATH or in /usr/lib/postgresql/*/bin');
   const runAs = unprivilegedUser();
@@ -427,20 +478,34 @@ export async function startPostgres(): Promise<ThrowawayServer> {
     const initdbArgs = ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'];
     await run(bins.initdb, initdbArgs, { cwd: sandbox.dir, ...runAs });
     const port = await getFreePort();
-    sandbox.spawn(bins.postgres, postgresServerArgs(dataDir, sandbox.dir, port), { logFile, ...runAs });
-    const probe = bins.pgIsReady ? pgIsReadyProbe(bins.pgIsReady, port) : logAndPortProbe(logFile, port);
-    await waitUntilReady(label, sandbox, [logFile], probe);
-    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, label, stop };
+    const launch = async () => {
+      const logStart = (await fs.stat(logFile).catch(() => undefined))?.size ?? 0;
+      const probe = bins.pgIsReady ? pgIsReadyProbe(bins.pgIsReady, port) : logAndPortProbe(logFile, port, logStart);
+      sandbox.spawn(bins.postgres, postgresServerArgs(dataDir, sandbox.dir, port, options), { logFile, ...runAs });
+      await waitUntilReady(label, sandbox, [logFile], probe);
+    };
+    await launch();
+    return {
+      url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+      label,
+      // SIGQUIT is the "immediate" shutdown: every backend quits at once, no checkpoint, crash
+      // recovery at the next start. Not SIGKILL: the postmaster's orphaned backends would keep
+      // its shared memory, and the restart would refuse to run until they had gone.
+      crash: () => sandbox.kill('SIGQUIT'),
+      start: () => restart(sandbox, label, launch),
+      stop,
+    };
   } catch (error) {
     await stop();
     throw error;
   }
 }
 
-function postgresServerArgs(dataDir: string, socketDir: string, port: number): string[] {
+function postgresServerArgs(dataDir: string, socketDir: string, port: number, options: PostgresOptions): string[] {
   const settings = {
+    // A crash of the server process alone loses nothing that was written: fsync can stay off.
     fsync: 'off',
-    synchronous_commit: 'off',
+    synchronous_commit: options.crashSafe ? 'on' : 'off',
     full_page_writes: 'off',
     max_connections: '300',
     shared_buffers: '128MB',
