@@ -168,17 +168,17 @@ describeEachServerDialect('a poison event that crashes its worker process', (t) 
         );
       });
     try {
-      const runs = [];
-      // Each run starts after the previous worker's lease (60 s) ran out.
-      for (let i = 0; i < 8; i++) {
+      const runs: unknown[] = [];
+      const idle = { processed: 0, failed: 0, deadLettered: 0, released: 0 };
+      // Each run starts after the previous worker's lease (60 s) ran out; until two find nothing.
+      for (let i = 0; i < 20 && !(runs.length >= 2 && runs.slice(-2).every((r) => JSON.stringify(r) === JSON.stringify(idle))); i++) {
         const outcome = await run(at(1 + i * 61_000));
         runs.push(outcome.signal ?? JSON.parse(outcome.stdout));
       }
-      // Run 1 delivers 1, 2, 3 and crashes on the poison; the poison, now suspect, is claimed
-      // alone and crashes its worker twice more (attempts 2 and 3) while 5 and 6 are delivered
-      // one by one (suspects too: their lease ran out with the crash); then it is dead-lettered.
-      const ok = (processed: number, deadLettered = 0) => ({ processed, failed: 0, deadLettered, released: 0 });
-      expect(runs).toEqual(['SIGKILL', 'SIGKILL', ok(1), ok(1), 'SIGKILL', ok(0, 1), ok(0), ok(0)]);
+      // The poison event crashes its worker on each of its three attempts, then is dead-lettered at
+      // the next claim; the runs after that find nothing left to do.
+      expect(runs.filter((r) => r === 'SIGKILL')).toHaveLength(3);
+      expect(runs.slice(-2)).toEqual([idle, idle]);
       const delivered = readFileSync(log, 'utf8').split('\n').filter(Boolean);
       const rows = await t.db.selectFrom('outbox').selectAll().orderBy('id').execute();
       const poison = rows[3]!;
@@ -187,8 +187,12 @@ describeEachServerDialect('a poison event that crashes its worker process', (t) 
       expect(delivered).not.toContain(String(poison.id));
       const others = rows.filter((r) => r !== poison);
       expect(others.every((r) => r.processed_at !== null && r.dead_lettered_at === null)).toBe(true);
-      // Every other event delivered exactly once: each outcome was recorded before the next delivery.
-      expect([...delivered].sort()).toEqual(others.map((r) => String(r.id)).sort());
+      // Every other event delivered. A crash can cost only the acknowledgements still in flight
+      // (the events delivered just before the poison, in the first run): at most one duplicate
+      // each, never one per crash.
+      for (const r of others) expect(delivered.filter((id) => id === String(r.id)).length).toBeGreaterThanOrEqual(1);
+      for (const r of others) expect(delivered.filter((id) => id === String(r.id)).length).toBeLessThanOrEqual(2);
+      expect(delivered.length - others.length).toBeLessThanOrEqual(3);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

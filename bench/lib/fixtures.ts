@@ -21,11 +21,17 @@ export async function insertRows(bench: BenchDatabase, table: string, columns: s
 }
 
 /** `count` items with `stock` units each; returns their ids in order. */
-export async function seedItems(bench: BenchDatabase, count: number, stock: number | ((index: number) => number)): Promise<number[]> {
+export async function seedItems(
+  bench: BenchDatabase,
+  count: number,
+  stock: number | ((index: number) => number),
+  /** Units held by PENDING reservations the caller seeds itself (`items.held_quantity`). */
+  held: (index: number) => number = () => 0,
+): Promise<number[]> {
   const now = new Date();
   const tag = Math.random().toString(36).slice(2, 8);
-  const rows = Array.from({ length: count }, (_, i) => [`BENCH-${tag}-${i + 1}`, `Bench item ${i + 1}`, typeof stock === 'number' ? stock : stock(i), now, now]);
-  await insertRows(bench, 'items', ['sku', 'name', 'available_quantity', 'created_at', 'updated_at'], rows);
+  const rows = Array.from({ length: count }, (_, i) => [`BENCH-${tag}-${i + 1}`, `Bench item ${i + 1}`, typeof stock === 'number' ? stock : stock(i), held(i), now, now]);
+  await insertRows(bench, 'items', ['sku', 'name', 'available_quantity', 'held_quantity', 'created_at', 'updated_at'], rows);
   const { rows: ids } = await bench.admin.query(bench.sql('SELECT id FROM items WHERE sku LIKE ? ORDER BY id'), [`BENCH-${tag}-%`]);
   return ids.map((r: { id: number | string }) => Number(r.id));
 }

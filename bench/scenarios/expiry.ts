@@ -18,7 +18,7 @@ async function seedExpired(bench: BenchDatabase, n: number): Promise<number[]> {
   const quantities = Array.from({ length: n }, (_, i) => 1 + (i % 3));
   const itemIndex = Array.from({ length: n }, () => Math.floor(Math.random() * ITEMS));
   for (let i = 0; i < n; i++) held[itemIndex[i]!]! += quantities[i]!;
-  const itemIds = await seedItems(bench, ITEMS, (i) => STOCK - held[i]!);
+  const itemIds = await seedItems(bench, ITEMS, (i) => STOCK - held[i]!, (i) => held[i]!);
   const now = Date.now();
   const run = Math.random().toString(36).slice(2, 8);
   await insertRows(

@@ -5,15 +5,16 @@ import type { Database } from '../types.js';
 
 /**
  * @internal
- * Marks a delivered event processed. Fenced by the lease: a worker whose lease ran out (and
- * whose rows another worker may have claimed since) changes nothing.
+ * Marks delivered events processed, in one statement. Fenced by the lease: a worker whose lease
+ * ran out (and whose rows another worker may have claimed since) changes nothing.
  */
-export async function markProcessed(db: Kysely<Database>, dialect: SqlDialect, rowId: string | number, leaseUntil: Date, now: Date): Promise<void> {
+export async function markProcessed(db: Kysely<Database>, dialect: SqlDialect, rowIds: ReadonlyArray<string | number>, leaseUntil: Date, now: Date): Promise<void> {
+  if (rowIds.length === 0) return;
   await withRetries(dialect, () =>
     db
       .updateTable('outbox')
       .set({ processed_at: now, available_at: null, locked_until: null, last_error: null })
-      .where('id', '=', rowId)
+      .where('id', 'in', rowIds)
       .where('locked_until', '=', leaseUntil)
       .execute(),
   );

@@ -146,6 +146,7 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
   const leaseUntil = new Date(now.getTime() + o.leaseMs);
   const started = performance.now();
   const claim = await claimEvents(db, dialect, { now, leaseUntil, limit: o.limit, maxAttempts: o.maxAttempts });
+  const acks = new AckQueue((rowIds) => markProcessed(db, dialect, rowIds, leaseUntil, now));
   let processed = 0;
   let failed = 0;
   let deadLettered = claim.deadLettered;
@@ -155,17 +156,15 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
     // Too little lease left for one more full delivery: hand the rest back rather than risk
     // another worker claiming an event while this one still delivers it.
     const leaseLeft = o.leaseMs - (performance.now() - started);
-    if (leaseLeft <= o.handlerTimeoutMs) {
+    if (leaseLeft <= o.handlerTimeoutMs || acks.failed) {
       const rest = claim.events.slice(index).map((c) => c.rowId);
-      await releaseEvents(db, dialect, rest, leaseUntil, now);
+      if (!acks.failed) await releaseEvents(db, dialect, rest, leaseUntil, now);
       released = rest.length;
       break;
     }
     const error = await deliver(o.handler, claimed, o.handlerTimeoutMs);
-    // Recorded before the next delivery starts: if that one crashes the process, this one is
-    // not delivered again.
     if (error === undefined) {
-      await markProcessed(db, dialect, claimed.rowId, leaseUntil, now);
+      acks.push(claimed.rowId);
       processed++;
       continue;
     }
@@ -175,29 +174,91 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
     if (final) deadLettered++;
     else failed++;
   }
+  await acks.drain();
   return { processed, failed, deadLettered, released };
+}
+
+/**
+ * Acknowledgements, written while the next handlers run, group-committed: a write starts at the
+ * next turn of the event loop (handlers that settle without I/O are acknowledged together) and
+ * takes every success that came in while the previous write was in flight. An event is
+ * acknowledged within about one round trip of its handler settling, whatever its neighbours do,
+ * at a cost of one statement per round trip rather than per event. After a failed write it stops
+ * writing (those events are delivered again once the lease ends) and `drain` throws its error.
+ */
+class AckQueue {
+  #waiting: Array<string | number> = [];
+  #inFlight: Promise<void> | undefined;
+  #error: { readonly cause: unknown } | undefined;
+
+  constructor(private readonly write: (rowIds: ReadonlyArray<string | number>) => Promise<void>) {}
+
+  get failed(): boolean {
+    return this.#error !== undefined;
+  }
+
+  push(rowId: string | number): void {
+    this.#waiting.push(rowId);
+    if (!this.#inFlight) this.#inFlight = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#write());
+  }
+
+  #flush(): void {
+    this.#inFlight = this.#write();
+  }
+
+  #write(): Promise<void> {
+    const rowIds = this.#waiting;
+    this.#waiting = [];
+    return this.write(rowIds).then(
+      () => {
+        this.#inFlight = undefined;
+        if (this.#waiting.length > 0) this.#flush();
+      },
+      (cause: unknown) => {
+        this.#error ??= { cause };
+        this.#inFlight = undefined;
+      },
+    );
+  }
+
+  async drain(): Promise<void> {
+    while (this.#inFlight) await this.#inFlight;
+    if (this.#error) throw this.#error.cause;
+  }
 }
 
 /** Runs the handler for one event within `timeoutMs`; resolves to what it threw, or `undefined` on success. */
 async function deliver(handler: OutboxHandler, { event }: ClaimedEvent, timeoutMs: number): Promise<unknown> {
-  const controller = new AbortController();
+  // The AbortController and the timer cost only handlers that use the signal or return a promise.
+  let controller: AbortController | undefined;
+  const context: OutboxHandlerContext = {
+    get signal() {
+      return (controller ??= new AbortController()).signal;
+    },
+  };
   let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const error = new Error(`The handler did not settle within handlerTimeoutMs (${timeoutMs} ms)`);
-      error.name = 'HandlerTimeoutError';
-      controller.abort(error);
-      reject(error);
-    }, timeoutMs);
-  });
   try {
-    await Promise.race([Promise.resolve().then(() => handler(event, { signal: controller.signal })), timedOut]);
+    const result = handler(event, context);
+    if (!isThenable(result)) return undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new Error(`The handler did not settle within handlerTimeoutMs (${timeoutMs} ms)`);
+        error.name = 'HandlerTimeoutError';
+        controller?.abort(error);
+        reject(error);
+      }, timeoutMs);
+    });
+    await Promise.race([result, timedOut]);
     return undefined;
   } catch (error) {
     return error ?? new Error(`The handler threw ${String(error)}`);
   } finally {
     clearTimeout(timer);
   }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
 }
 
 /**
