@@ -183,8 +183,16 @@ export class TransactionConflictError extends ReservationError {
   constructor(
     readonly attempts: number,
     cause: unknown,
+    options: { readonly hosted?: boolean } = {},
   ) {
-    super(`The database reported lock conflicts ${attempts} times in a row; try again`, 'TRANSACTION_CONFLICT', 503, { cause });
+    super(
+      options.hosted
+        ? 'The database reported a lock conflict inside your transaction (a deadlock or lock timeout); roll it back and retry the whole transaction'
+        : `The database reported lock conflicts ${attempts} times in a row; try again`,
+      'TRANSACTION_CONFLICT',
+      503,
+      { cause },
+    );
   }
 }
 
@@ -214,6 +222,11 @@ export class UnsupportedDatabaseError extends ReservationError {
   static override readonly codes: readonly string[] = ['UNSUPPORTED_DATABASE'];
 
   constructor(adapterName: string) {
-    super(`Unsupported database adapter ${adapterName}: use MySQL/MariaDB, PostgreSQL or PGlite`, 'UNSUPPORTED_DATABASE', 500);
+    super(
+      `Cannot tell the database from the Kysely adapter ${JSON.stringify(adapterName)}: if it is MySQL/MariaDB or PostgreSQL/PGlite ` +
+        "(a minified build renames the adapter), pass dialect: 'mysql' or dialect: 'postgres' with db; other databases are not supported",
+      'UNSUPPORTED_DATABASE',
+      500,
+    );
   }
 }

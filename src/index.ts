@@ -1,16 +1,22 @@
 export { ReservationEngine } from './engine/reservation-engine.js';
-export type { CreateItemInput, ReservationEngineOptions, ReserveInput, ReserveResult, RestockInput } from './engine/reservation-engine.js';
+export type {
+  CreateItemInput,
+  ListReservationsQuery,
+  ReservationEngineOptions,
+  ReservationPage,
+  ReserveInput,
+  ReserveResult,
+  RestockInput,
+} from './engine/reservation-engine.js';
+export type { WriteOptions } from './engine/host-transaction.js';
+export type { DatabaseKind } from './dialects/index.js';
+export { DEFAULT_TABLE_PREFIX } from './schema/tables.js';
 export { runOutboxBatch, retryDelayMs } from './outbox/run-outbox-batch.js';
 export type { OutboxBatchResult, OutboxHandler, OutboxHandlerContext, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
 export { expireBatch } from './expiry/expire-batch.js';
 export type { ExpireBatchOptions, ExpireBatchResult } from './expiry/expire-batch.js';
-export {
-  migrateToLatest,
-  reservationEngineMigrations,
-  reservationEngineMigrationProvider,
-  MIGRATION_TABLE,
-  MIGRATION_LOCK_TABLE,
-} from './migrations/index.js';
+export { migrateToLatest, reservationEngineMigrations, reservationEngineMigrationProvider } from './migrations/index.js';
+export type { MigrationOptions } from './migrations/index.js';
 export {
   ReservationError,
   ValidationError,
@@ -26,7 +32,20 @@ export {
 } from './errors.js';
 export type { ReservationErrorCode } from './errors.js';
 export { MAX_QUANTITY, MAX_AVAILABLE_QUANTITY, MAX_TTL_SECONDS, MAX_BATCH_LIMIT } from './validation.js';
-export type { Item, Reservation, ReservationStatus, OutboxEvent, OutboxEventType, ReservationEventPayload } from './types.js';
+export type {
+  Item,
+  Reservation,
+  ReservationStatus,
+  OutboxEvent,
+  OutboxEventType,
+  ReservationEventPayload,
+  Database as ReservationEngineTables,
+  ItemsTable,
+  ReservationsTable,
+  IdempotencyRequestsTable,
+  RestockRequestsTable,
+  OutboxTable,
+} from './types.js';
 export { createEmbeddedDatabase } from './embedded/create-embedded-database.js';
 export type { EmbeddedDatabaseOptions } from './embedded/create-embedded-database.js';
 export { PGliteDialect } from './embedded/pglite-dialect.js';

@@ -21,6 +21,7 @@ export function toReservation(row: Selectable<ReservationsTable>): Reservation {
     itemId: Number(row.item_id),
     quantity: Number(row.quantity),
     status: row.status,
+    idempotencyScope: row.idempotency_scope === '' ? null : row.idempotency_scope,
     idempotencyKey: row.idempotency_key,
     expiresAt: toDate(row.expires_at),
     createdAt: toDate(row.created_at),

@@ -23,6 +23,8 @@ export interface Reservation {
   readonly itemId: number;
   readonly quantity: number;
   readonly status: ReservationStatus;
+  /** The scope the idempotency key belongs to (a tenant, customer…), or `null` for none. */
+  readonly idempotencyScope: string | null;
   readonly idempotencyKey: string;
   readonly expiresAt: Date;
   readonly createdAt: Date;
@@ -55,7 +57,12 @@ export interface OutboxEvent {
   readonly createdAt: Date;
 }
 
-/** @internal The tables, as Kysely sees them. */
+/**
+ * The engine's tables as its queries name them, for a host that reads them (read-only) with type
+ * safety: each is stored as `<tablePrefix><name>`, so query them on a Kysely instance with the
+ * prefix in the table name, e.g. `db.selectFrom('reservation_engine_reservations' as 'reservations')`,
+ * or through the row types below. Writing to them bypasses the engine's invariants.
+ */
 export interface Database {
   items: ItemsTable;
   reservations: ReservationsTable;
@@ -64,7 +71,7 @@ export interface Database {
   outbox: OutboxTable;
 }
 
-/** @internal */
+/** A row of the engine's `Items` table (see {@link Database}). */
 export interface ItemsTable {
   id: Generated<number>;
   sku: string;
@@ -76,35 +83,39 @@ export interface ItemsTable {
   updated_at: Date;
 }
 
-/** @internal */
+/** A row of the engine's `Reservations` table (see {@link Database}). */
 export interface ReservationsTable {
   id: string;
   item_id: number;
   quantity: number;
   status: ReservationStatus;
+  /** '' for none. */
+  idempotency_scope: string;
   idempotency_key: string;
   expires_at: Date;
   created_at: Date;
   updated_at: Date;
 }
 
-/** @internal */
+/** A row of the engine's `IdempotencyRequests` table (see {@link Database}). */
 export interface IdempotencyRequestsTable {
+  idempotency_scope: string;
   idempotency_key: string;
   payload_hash: string;
   reservation_id: string;
   created_at: Date;
 }
 
-/** @internal */
+/** A row of the engine's `RestockRequests` table (see {@link Database}). */
 export interface RestockRequestsTable {
+  idempotency_scope: string;
   idempotency_key: string;
   payload_hash: string;
   item_id: number;
   created_at: Date;
 }
 
-/** @internal */
+/** A row of the engine's `Outbox` table (see {@link Database}). */
 export interface OutboxTable {
   id: Generated<string | number>;
   type: OutboxEventType;

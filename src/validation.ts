@@ -66,11 +66,11 @@ const text = (max: number, { controls }: { controls: boolean }) =>
 
 export const itemIdSchema = positiveInt(MAX_AVAILABLE_QUANTITY);
 
-/** 1–64 printable ASCII characters, no leading or trailing space. */
+/** 1–255 printable ASCII characters, no leading or trailing space: idempotency keys and scopes. */
 export const idempotencyKeySchema = z
   .string({ error: wrongType('string') })
   .min(1, { error: 'must not be empty', abort: true })
-  .max(64, { error: 'must be at most 64 characters' })
+  .max(255, { error: 'must be at most 255 characters', abort: true })
   .regex(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, { error: 'must be printable ASCII characters without leading or trailing spaces' });
 
 export const ttlSecondsSchema = positiveInt(MAX_TTL_SECONDS);
@@ -85,19 +85,46 @@ export const restockSchema = z.strictObject({
   itemId: itemIdSchema,
   quantity: positiveInt(MAX_QUANTITY),
   idempotencyKey: idempotencyKeySchema.optional(),
+  idempotencyScope: idempotencyKeySchema.optional(),
 });
 
 export const reserveSchema = z.strictObject({
   itemId: itemIdSchema,
   quantity: positiveInt(MAX_QUANTITY),
   idempotencyKey: idempotencyKeySchema,
+  idempotencyScope: idempotencyKeySchema.optional(),
   ttlSeconds: ttlSecondsSchema.optional(),
+});
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export const listReservationsSchema = z.strictObject({
+  itemId: itemIdSchema.optional(),
+  status: z.enum(['PENDING', 'CONFIRMED', 'CANCELLED', 'EXPIRED'], { error: 'must be PENDING, CONFIRMED, CANCELLED or EXPIRED' }).optional(),
+  idempotencyScope: idempotencyKeySchema.optional(),
+  limit: positiveInt(1000).default(100),
+  after: z
+    .string({ error: wrongType('string') })
+    .regex(UUID_TEXT, { error: 'must be a reservation id (the next of the previous page)' })
+    .transform((id) => id.toLowerCase())
+    .optional(),
 });
 
 /** The host's Kysely instance, recognised by shape (a host may load another copy of Kysely). */
 export const kyselySchema = z.custom<Kysely<any>>((v) => typeof (v as Kysely<any> | null)?.getExecutor === 'function', {
   error: 'must be a Kysely instance',
 });
+
+export const databaseKindSchema = z.enum(['mysql', 'postgres'], { error: "must be 'mysql' or 'postgres'" });
+
+/** The options every entry point that takes `db` accepts. */
+export const dbOptionsShape = {
+  db: kyselySchema.refine((db) => !(db as { isTransaction?: boolean }).isTransaction, {
+    error: 'must be the Kysely instance, not a Transaction: pass a host transaction per call as { trx }',
+  }),
+  tablePrefix: z.string({ error: 'must be a string' }).optional(),
+  dialect: databaseKindSchema.optional(),
+};
 
 export const functionSchema = <F>(what = 'a function') => z.custom<F>((v) => typeof v === 'function', { error: `must be ${what}` });
 

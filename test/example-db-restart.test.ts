@@ -65,7 +65,7 @@ const MYSQL: Variant = {
     return {
       async lockReservation(id) {
         await connection.beginTransaction();
-        await connection.query('SELECT id FROM reservations WHERE id = ? FOR UPDATE', [id]);
+        await connection.query('SELECT id FROM reservation_engine_reservations WHERE id = ? FOR UPDATE', [id]);
       },
       async lockWaiters() {
         const [rows] = await connection.query<mysql.RowDataPacket[]>(`SELECT count(*) AS n FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'`);
@@ -97,7 +97,7 @@ const POSTGRES: Variant = {
     return {
       async lockReservation(id) {
         await client.query('BEGIN');
-        await client.query('SELECT id FROM reservations WHERE id = $1 FOR UPDATE', [id]);
+        await client.query('SELECT id FROM reservation_engine_reservations WHERE id = $1 FOR UPDATE', [id]);
       },
       async lockWaiters() {
         const { rows } = await client.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);

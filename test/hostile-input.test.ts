@@ -229,7 +229,7 @@ describeEachDialect('hostile input', (t) => {
     ['reserve with a 31-day ttl', (e) => e.reserve({ itemId: 1, quantity: 1, idempotencyKey: 'k', ttlSeconds: 31 * 86_400 }), 'input', 'ttlSeconds: must be at most 2,592,000'],
     ['reserve with a number for a key', (e) => e.reserve({ itemId: 1, quantity: 1, idempotencyKey: 42 as never }), 'input', 'idempotencyKey: must be a string, got a number'],
     ['reserve without a key', (e) => e.reserve({ itemId: 1, quantity: 1 } as never), 'input', 'idempotencyKey: is required'],
-    ['reserve with a 65-character key', (e) => e.reserve({ itemId: 1, quantity: 1, idempotencyKey: 'k'.repeat(65) }), 'input', 'idempotencyKey: must be at most 64 characters'],
+    ['reserve with a 256-character key', (e) => e.reserve({ itemId: 1, quantity: 1, idempotencyKey: 'k'.repeat(256) }), 'input', 'idempotencyKey: must be at most 255 characters'],
     ['reserve with an unknown field', (e) => e.reserve({ itemId: 1, quantity: 1, idempotencyKey: 'k', price: 1 } as never), 'input', 'input: unknown field "price"'],
     ['runOutboxBatch({ maxAttempts: 0 })', () => runOutboxBatch({ db: t.db, handler: async () => {}, maxAttempts: 0 }), 'configuration', 'maxAttempts: must be positive'],
     ['runOutboxBatch({ maxAttempts: 1.5 })', () => runOutboxBatch({ db: t.db, handler: async () => {}, maxAttempts: 1.5 }), 'configuration', 'maxAttempts: must be an integer'],

@@ -1,6 +1,6 @@
 import { Kysely, sql } from 'kysely';
 import { expect, it } from 'vitest';
-import { MIGRATION_TABLE, ReservationEngine, UnsupportedDatabaseError, migrateToLatest, reservationEngineMigrations } from '../src/index.js';
+import { ReservationEngine, UnsupportedDatabaseError, migrateToLatest, reservationEngineMigrations } from '../src/index.js';
 import { describeEachDialect } from './support/db.js';
 
 describeEachDialect('migrations', (t) => {
@@ -8,8 +8,8 @@ describeEachDialect('migrations', (t) => {
     const again = await migrateToLatest(t.db);
     expect(again.error).toBeUndefined();
     expect(again.results).toEqual([]);
-    const applied = await t.db.selectFrom(MIGRATION_TABLE).select('name').execute();
-    expect(applied.map((r) => r.name)).toEqual(Object.keys(reservationEngineMigrations));
+    const applied = await t.db.selectFrom('reservation_engine_migration').select('name').execute();
+    expect(applied.map((r) => r.name)).toEqual(Object.keys(reservationEngineMigrations()));
   });
 
   it('concurrent calls from several processes are safe', async () => {
@@ -17,16 +17,18 @@ describeEachDialect('migrations', (t) => {
     expect(results.every((r) => r.error === undefined)).toBe(true);
   });
 
-  it('creates the four tables with the indexes the claim and sweep use', async () => {
+  it('creates the five tables, prefixed, with the indexes the claim and sweep use', async () => {
     const tables = await t.db.introspection.getTables();
     const names = tables.map((table) => table.name);
-    for (const name of ['items', 'reservations', 'idempotency_requests', 'outbox']) expect(names).toContain(name);
+    for (const name of ['items', 'reservations', 'idempotency_requests', 'restock_requests', 'outbox']) expect(names).toContain(`reservation_engine_${name}`);
     const indexes =
       t.name === 'mysql'
         ? (await sql<{ name: string }>`select distinct index_name as name from information_schema.statistics where table_schema = database()`.execute(t.db)).rows
         : (await sql<{ name: string }>`select indexname as name from pg_indexes where schemaname = 'public'`.execute(t.db)).rows;
     const indexNames = indexes.map((r) => r.name);
-    expect(indexNames).toEqual(expect.arrayContaining(['reservations_status_expires_at', 'outbox_available_at']));
+    expect(indexNames).toEqual(
+      expect.arrayContaining(['reservation_engine_reservations_status_expires_at', 'reservation_engine_outbox_available_at', 'reservation_engine_reservations_item_id']),
+    );
   });
 
   it('the stock column refuses to go negative even when written directly', async () => {

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { expect, it } from 'vitest';
 import { ConfigurationError, IdempotencyConflictError, InsufficientStockError, MAX_AVAILABLE_QUANTITY, NotFoundError, ReservationEngine, ValidationError, expireBatch } from '../src/index.js';
 import { mysqlDialect } from '../src/dialects/mysql.js';
+import { schemaNames } from '../src/schema/tables.js';
 import { caught, describeEachDialect, DIALECTS, unique } from './support/db.js';
 
 const MILLION = 1_000_000;
@@ -140,8 +141,8 @@ describeEachDialect(
   (t) => {
     it('the reserve routine is created strict even from a lax session', async () => {
       const lax = t.connect(1, { sqlMode: '' });
-      await mysqlDialect.dropRoutines(lax);
-      await mysqlDialect.createRoutines(lax);
+      await mysqlDialect.dropRoutines(lax, schemaNames());
+      await mysqlDialect.createRoutines(lax, schemaNames());
       const { rows } = await sql<{ mode: string }>`select sql_mode as mode from information_schema.routines where routine_schema = database() and routine_name = 'reservation_engine_reserve'`.execute(t.db);
       expect(rows[0]?.mode).toMatch(/STRICT_ALL_TABLES/);
       // The session's own mode is left as it was.

@@ -1,4 +1,5 @@
 import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely, Selectable } from 'kysely';
+import type { SchemaNames } from '../schema/tables.js';
 import type { Database, ItemsTable } from '../types.js';
 
 /** @internal What {@link SqlDialect.reserve} writes. */
@@ -6,6 +7,7 @@ export interface NewReservation {
   readonly id: string;
   readonly itemId: number;
   readonly quantity: number;
+  readonly idempotencyScope: string;
   readonly idempotencyKey: string;
   readonly payloadHash: string;
   readonly expiresAt: Date;
@@ -53,11 +55,11 @@ export interface SqlDialect {
    * trip. On a duplicate idempotency key it throws the driver's duplicate-key error; when the
    * decrement finds no such item or too little stock it writes nothing and says so.
    */
-  reserve(db: Kysely<Database>, reservation: NewReservation): Promise<ReserveOutcome>;
+  reserve(db: Kysely<Database>, names: SchemaNames, reservation: NewReservation): Promise<ReserveOutcome>;
 
   /** Creates the server-side routines {@link reserve} relies on (a migration calls it). */
-  createRoutines(db: Kysely<any>): Promise<void>;
-  dropRoutines(db: Kysely<any>): Promise<void>;
+  createRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
+  dropRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
 
   /** A JSON value as the driver hands it over (a string or already parsed) → the value. */
   parseJson(value: unknown): unknown;
@@ -70,7 +72,7 @@ export interface SqlDialect {
     readonly timestamp: ColumnType;
     /** A UUID stored compactly and compared byte for byte. */
     readonly uuid: ColumnType;
-    /** Short ASCII key compared byte for byte (idempotency keys). */
+    /** ASCII key of up to 255 characters compared byte for byte (idempotency keys and scopes). */
     readonly asciiKey: ColumnType;
     /** Short Unicode text compared byte for byte (SKUs, names). */
     readonly shortText: ColumnType;

@@ -6,6 +6,11 @@ import { postgresDialect } from './postgres.js';
 
 export type { SqlDialect } from './dialect.js';
 
+/** The databases the engine runs on: `mysql` (MySQL 8, MariaDB ≥ 10.6) or `postgres` (PostgreSQL ≥ 13, PGlite). */
+export type DatabaseKind = 'mysql' | 'postgres';
+
+const BY_KIND: Readonly<Record<DatabaseKind, SqlDialect>> = Object.freeze({ mysql: mysqlDialect, postgres: postgresDialect });
+
 /** Adapter class names (Kysely's and well-known third-party ones) → dialect. */
 const BY_ADAPTER: ReadonlyArray<[RegExp, SqlDialect]> = [
   [/^Mysql/i, mysqlDialect],
@@ -16,11 +21,13 @@ const cache = new WeakMap<object, SqlDialect>();
 
 /**
  * @internal
- * The dialect for a Kysely instance, chosen once from its adapter. Matches by class name along
- * the prototype chain, so a host's Kysely copy (or a dialect extending Kysely's adapters) works
- * without `instanceof` across package copies.
+ * The dialect for a Kysely instance: the one the host named (`kind`), else chosen once from its
+ * adapter by class name along the prototype chain, so a host's Kysely copy (or a dialect
+ * extending Kysely's adapters) works without `instanceof` across package copies. A minified
+ * build renames those classes: then the host must name the database.
  */
-export function dialectOf(db: Kysely<any>): SqlDialect {
+export function dialectOf(db: Kysely<any>, kind?: DatabaseKind): SqlDialect {
+  if (kind !== undefined) return BY_KIND[kind];
   const adapter = db.getExecutor().adapter as object;
   const cached = cache.get(adapter);
   if (cached) return cached;
@@ -45,7 +52,7 @@ const verified = new WeakMap<object, Promise<void>>();
 export function verifiedSession(db: Kysely<any>, dialect: SqlDialect): Promise<void> {
   let check = verified.get(db);
   if (!check) {
-    check = dialect.verifySession(db);
+    check = dialect.verifySession(db.withoutPlugins());
     verified.set(db, check);
     check.catch(() => verified.delete(db));
   }

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
+import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import type { SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
@@ -41,9 +42,13 @@ const ROUTINE_SQL_MODE = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_F
  * and released by the COMMIT right after it, without a client round trip in between. Any error
  * (duplicate key, deadlock) rolls back and reaches the client unchanged.
  */
-const RESERVE_PROCEDURE = `
-create procedure reservation_engine_reserve(
-  in p_key varchar(64) character set ascii,
+function reserveProcedure(names: SchemaNames): string {
+  const id = (name: string) => `\`${name}\``;
+  const table = (name: LogicalTable) => id(names.table(name));
+  return `
+create procedure ${id(names.object('reserve'))}(
+  in p_scope varchar(255) character set ascii,
+  in p_key varchar(255) character set ascii,
   in p_hash char(64) character set ascii,
   in p_id char(36) character set ascii,
   in p_item_id int,
@@ -62,22 +67,23 @@ begin
   -- The isolation the routine was designed for, whatever the session's default.
   set transaction isolation level read committed;
   start transaction;
-  insert into idempotency_requests (idempotency_key, payload_hash, reservation_id, created_at)
-    values (p_key, p_hash, p_id, p_now);
-  insert into reservations (id, item_id, quantity, status, idempotency_key, expires_at, created_at, updated_at)
-    values (p_id, p_item_id, p_quantity, 'PENDING', p_key, p_expires_at, p_now, p_now);
-  insert into outbox (type, payload, created_at, available_at, attempts)
+  insert into ${table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
+    values (p_scope, p_key, p_hash, p_id, p_now);
+  insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
+    values (p_id, p_item_id, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts)
     values ('reservation.created', p_payload, p_now, p_now, 0);
-  update items set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
+  update ${table('items')} set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
     where id = p_item_id and available_quantity >= p_quantity;
   if row_count() = 1 then
     commit;
     select 1 as reserved, null as available;
   else
     rollback;
-    select 0 as reserved, (select available_quantity from items where id = p_item_id) as available;
+    select 0 as reserved, (select available_quantity from ${table('items')} where id = p_item_id) as available;
   end if;
 end`;
+}
 
 function errno(error: unknown): number | undefined {
   const value = (error as { errno?: unknown } | null)?.errno;
@@ -119,28 +125,28 @@ export const mysqlDialect: SqlDialect = Object.freeze({
     return db.selectFrom('items').selectAll().where('id', '=', Number(result.insertId)).executeTakeFirstOrThrow();
   },
 
-  async reserve(db, r) {
-    const { rows } = await sql<unknown>`call reservation_engine_reserve(${r.idempotencyKey}, ${r.payloadHash}, ${r.id}, ${r.itemId}, ${r.quantity}, ${r.expiresAt}, ${r.now}, ${r.eventPayload})`.execute(db);
+  async reserve(db, names, r) {
+    const { rows } = await sql<unknown>`call ${sql.id(names.object('reserve'))}(${r.idempotencyScope}, ${r.idempotencyKey}, ${r.payloadHash}, ${r.id}, ${r.itemId}, ${r.quantity}, ${r.expiresAt}, ${r.now}, ${r.eventPayload})`.execute(db);
     // mysql2 answers a CALL with [result set, OK packet].
     const row = (rows[0] as unknown as Array<{ reserved: number; available: number | null }>)[0];
-    if (!row) throw new Error('reservation_engine_reserve returned no result');
+    if (!row) throw new Error(`${names.object('reserve')} returned no result`);
     return Number(row.reserved) === 1 ? { reserved: true } : { reserved: false, available: row.available === null ? null : Number(row.available) };
   },
 
-  async createRoutines(db) {
+  async createRoutines(db, names) {
     await db.connection().execute(async (connection) => {
       const { rows } = await sql<{ mode: string }>`select @@session.sql_mode as mode`.execute(connection);
       await sql`set session sql_mode = ${ROUTINE_SQL_MODE}`.execute(connection);
       try {
-        await sql.raw(RESERVE_PROCEDURE).execute(connection);
+        await sql.raw(reserveProcedure(names)).execute(connection);
       } finally {
         await sql`set session sql_mode = ${rows[0]?.mode ?? ''}`.execute(connection);
       }
     });
   },
 
-  async dropRoutines(db) {
-    await sql`drop procedure if exists reservation_engine_reserve`.execute(db);
+  async dropRoutines(db, names) {
+    await sql`drop procedure if exists ${sql.id(names.object('reserve'))}`.execute(db);
   },
 
   // MariaDB's JSON is LONGTEXT, so mysql2 returns a string; MySQL 8 returns parsed JSON.
@@ -150,7 +156,7 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   schema: Object.freeze({
     timestamp: sql`datetime(3)`,
     uuid: sql`char(36) character set ascii collate ascii_bin`,
-    asciiKey: sql`varchar(64) character set ascii collate ascii_bin`,
+    asciiKey: sql`varchar(255) character set ascii collate ascii_bin`,
     shortText: sql`varchar(255) character set utf8mb4 collate utf8mb4_bin`,
     json: 'json',
     identity: (column) => column.autoIncrement().primaryKey(),

@@ -43,24 +43,24 @@ function isConnectionError(error: unknown): boolean {
 async function reserveStatement(db: Kysely<Database>, r: NewReservation): Promise<ReserveOutcome | 'not read committed'> {
   const { rows } = await sql<{ reserved: number; available: number | null; read_committed: boolean }>`
     with decrement as (
-      update items set available_quantity = available_quantity - ${r.quantity}::int, held_quantity = held_quantity + ${r.quantity}::int,
+      update ${sql.table('items')} set available_quantity = available_quantity - ${r.quantity}::int, held_quantity = held_quantity + ${r.quantity}::int,
         updated_at = ${r.now}::timestamptz
       where id = ${r.itemId}::int and available_quantity >= ${r.quantity}::int
         and current_setting('transaction_isolation') = 'read committed'
       returning id
     ), idempotency as (
-      insert into idempotency_requests (idempotency_key, payload_hash, reservation_id, created_at)
-      select ${r.idempotencyKey}, ${r.payloadHash}, ${r.id}::uuid, ${r.now}::timestamptz from decrement
+      insert into ${sql.table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
+      select ${r.idempotencyScope}, ${r.idempotencyKey}, ${r.payloadHash}, ${r.id}::uuid, ${r.now}::timestamptz from decrement
     ), reservation as (
-      insert into reservations (id, item_id, quantity, status, idempotency_key, expires_at, created_at, updated_at)
-      select ${r.id}::uuid, ${r.itemId}::int, ${r.quantity}::int, 'PENDING', ${r.idempotencyKey}, ${r.expiresAt}::timestamptz, ${r.now}::timestamptz, ${r.now}::timestamptz
+      insert into ${sql.table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
+      select ${r.id}::uuid, ${r.itemId}::int, ${r.quantity}::int, 'PENDING', ${r.idempotencyScope}, ${r.idempotencyKey}, ${r.expiresAt}::timestamptz, ${r.now}::timestamptz, ${r.now}::timestamptz
       from decrement
     ), event as (
-      insert into outbox (type, payload, created_at, available_at, attempts)
+      insert into ${sql.table('outbox')} (type, payload, created_at, available_at, attempts)
       select 'reservation.created', ${r.eventPayload}::jsonb, ${r.now}::timestamptz, ${r.now}::timestamptz, 0 from decrement
     )
     select (select count(*) from decrement)::int as reserved,
-           (select available_quantity from items where id = ${r.itemId}::int) as available,
+           (select available_quantity from ${sql.table('items')} where id = ${r.itemId}::int) as available,
            current_setting('transaction_isolation') = 'read committed' as read_committed`.execute(db);
   const row = rows[0];
   if (!row) throw new Error('reserve statement returned no row');
@@ -83,7 +83,7 @@ export const postgresDialect: SqlDialect = Object.freeze({
   // Values travel apart from the SQL text: no session setting can change how they are read.
   verifySession: async () => {},
 
-  async reserve(db, r) {
+  async reserve(db, _names, r) {
     const outcome = await reserveStatement(db, r);
     if (outcome !== 'not read committed') return outcome;
     // The session's default isolation is stricter (a host's REPEATABLE READ or SERIALIZABLE):
@@ -103,7 +103,7 @@ export const postgresDialect: SqlDialect = Object.freeze({
   schema: Object.freeze({
     timestamp: sql`timestamptz(3)`,
     uuid: 'uuid',
-    asciiKey: 'varchar(64)',
+    asciiKey: 'varchar(255)',
     shortText: 'varchar(255)',
     json: 'jsonb',
     identity: (column) => column.generatedByDefaultAsIdentity().primaryKey(),

@@ -10,6 +10,11 @@ export interface EmbeddedDatabaseOptions {
    * @defaultValue in memory (`memory://`), gone when the process ends
    */
   readonly dataDir?: string;
+  /**
+   * The prefix of the engine's tables (see {@link ReservationEngineOptions.tablePrefix}).
+   * @defaultValue 'reservation_engine_'
+   */
+  readonly tablePrefix?: string;
 }
 
 /**
@@ -38,7 +43,7 @@ export async function createEmbeddedDatabase(options: EmbeddedDatabaseOptions = 
   const pglite = new PGlite(options.dataDir ?? 'memory://');
   const db = new Kysely<any>({ dialect: new PGliteDialect(pglite) });
   try {
-    await migrateToLatest(db);
+    await migrateToLatest(db, { tablePrefix: options.tablePrefix });
   } catch (error) {
     await db.destroy();
     throw error;

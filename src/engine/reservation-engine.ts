@@ -1,6 +1,6 @@
 import type { CompiledQuery, Kysely, Selectable, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
-import { dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import type { ReserveOutcome } from '../dialects/dialect.js';
 import {
   ConfigurationError,
@@ -16,16 +16,20 @@ import {
 import { payloadHash } from '../idempotency/payload-hash.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
-import { inTransaction, sleep, withRetries } from '../transaction.js';
-import type { Database, Item, OutboxEventType, Reservation, ReservationsTable } from '../types.js';
+import { engineDb, type SchemaNames, schemaNames } from '../schema/tables.js';
+import { sleep, withRetries } from '../transaction.js';
+import type { Database, Item, OutboxEventType, Reservation, ReservationStatus, ReservationsTable } from '../types.js';
 import { uuidv7 } from '../uuid.js';
+import { transact, underSavepoint, type WriteOptions, type WriteTarget, writeTarget } from './host-transaction.js';
+import { reserveInHostTransaction } from './reserve-in-transaction.js';
 import {
   createItemSchema,
   describeClockValue,
   functionSchema,
   isStorableDate,
+  dbOptionsShape,
   itemIdSchema,
-  kyselySchema,
+  listReservationsSchema,
   MAX_AVAILABLE_QUANTITY,
   parse,
   parseOptions,
@@ -55,6 +59,17 @@ export interface ReservationEngineOptions {
    * @defaultValue () => new Date()
    */
   readonly clock?: () => Date;
+  /**
+   * The prefix of the engine's tables: the one given to {@link migrateToLatest}.
+   * @defaultValue 'reservation_engine_'
+   */
+  readonly tablePrefix?: string;
+  /**
+   * Which database `db` talks to, when the engine cannot tell from its adapter (a minified build,
+   * a third-party dialect).
+   * @defaultValue detected from the Kysely adapter
+   */
+  readonly dialect?: DatabaseKind;
 }
 
 /** What {@link ReservationEngine.createItem} takes. */
@@ -78,11 +93,16 @@ export interface RestockInput {
   /**
    * Makes the restock safe to retry (after a lost reply or an `OUTCOME_UNKNOWN` error): a key
    * already used with the same item and quantity adds nothing again and returns the item as it
-   * is now; with another item or quantity it is an {@link IdempotencyConflictError}. 1–64
+   * is now; with another item or quantity it is an {@link IdempotencyConflictError}. 1–255
    * printable ASCII characters, a namespace of its own (separate from `reserve`'s keys).
    * @defaultValue none: every call adds its units
    */
   readonly idempotencyKey?: string;
+  /**
+   * Whose key it is (see {@link ReserveInput.idempotencyScope}).
+   * @defaultValue none: one shared scope
+   */
+  readonly idempotencyScope?: string;
 }
 
 /** What {@link ReservationEngine.reserve} takes. */
@@ -91,11 +111,17 @@ export interface ReserveInput {
   /** Units to hold: a positive integer, at most 1,000,000. */
   readonly quantity: number;
   /**
-   * The client's key for this request, 1–64 printable ASCII characters. Sending the same key
+   * The client's key for this request, 1–255 printable ASCII characters. Sending the same key
    * with the same request again returns the first result (`replayed: true`); with a different
    * request it is an {@link IdempotencyConflictError}.
    */
   readonly idempotencyKey: string;
+  /**
+   * Whose key it is: a tenant, customer or API-client id, 1–255 printable ASCII characters. The
+   * same key in two scopes is two independent requests, and a replay never crosses scopes.
+   * @defaultValue none: one shared scope
+   */
+  readonly idempotencyScope?: string;
   /**
    * How long to hold the stock, in seconds: a positive integer, at most 30 days.
    * @defaultValue the engine's `defaultTtlSeconds`
@@ -110,8 +136,35 @@ export interface ReserveResult {
   readonly replayed: boolean;
 }
 
+/** What {@link ReservationEngine.listReservations} takes: filters, and where the page starts. */
+export interface ListReservationsQuery {
+  /** Only this item's reservations (served by an index on item and id). */
+  readonly itemId?: number;
+  /** Only reservations in this status. */
+  readonly status?: ReservationStatus;
+  /** Only reservations made with this idempotency scope (served by an index on scope and id). */
+  readonly idempotencyScope?: string;
+  /**
+   * Most reservations on the page, 1–1,000.
+   * @defaultValue 100
+   */
+  readonly limit?: number;
+  /**
+   * The `next` of the previous page: reservations after this id (keyset pagination, no OFFSET).
+   * @defaultValue the first page
+   */
+  readonly after?: string;
+}
+
+/** One page of {@link ReservationEngine.listReservations}, oldest first (ids are time-ordered). */
+export interface ReservationPage {
+  readonly reservations: readonly Reservation[];
+  /** Pass as `after` for the next page; `undefined` on the last page. */
+  readonly next: string | undefined;
+}
+
 const optionsSchema = z.strictObject({
-  db: kyselySchema,
+  ...dbOptionsShape,
   defaultTtlSeconds: ttlSecondsSchema.optional(),
   clock: functionSchema<() => Date>('a function returning a Date').optional(),
 });
@@ -153,6 +206,8 @@ const CONNECTION_RETRY_PAUSES_MS = [10, 100];
  */
 export class ReservationEngine {
   readonly #db: Kysely<Database>;
+  readonly #hostDb: Kysely<any>;
+  readonly #names: SchemaNames;
   readonly #dialect: SqlDialect;
   readonly #defaultTtlSeconds: number;
   readonly #clock: () => Date;
@@ -160,8 +215,10 @@ export class ReservationEngine {
 
   constructor(options: ReservationEngineOptions) {
     const parsed = parseOptions(optionsSchema, options);
-    this.#db = parsed.db as Kysely<Database>;
-    this.#dialect = dialectOf(parsed.db);
+    this.#names = schemaNames(parsed.tablePrefix);
+    this.#hostDb = parsed.db;
+    this.#db = engineDb(parsed.db, this.#names);
+    this.#dialect = dialectOf(parsed.db, parsed.dialect);
     this.#defaultTtlSeconds = parsed.defaultTtlSeconds ?? 900;
     this.#clock = parsed.clock ?? (() => new Date());
   }
@@ -202,20 +259,26 @@ export class ReservationEngine {
    * @throws {NotFoundError} no item with this id
    * @throws {IdempotencyConflictError} the key was used with another item or quantity
    */
-  async restock(input: RestockInput): Promise<Item> {
-    const { itemId, quantity, idempotencyKey } = parse(restockSchema, input);
-    const hash = idempotencyKey === undefined ? undefined : payloadHash({ itemId, quantity });
-    const advice = idempotencyKey === undefined ? 'Check the item\'s stock before restocking again, or pass an idempotencyKey.' : RETRY_WITH_KEY;
-    return this.#unknownOutcome('restock', advice, { retry: idempotencyKey !== undefined }, async () => {
+  async restock(input: RestockInput, options?: WriteOptions): Promise<Item> {
+    const { itemId, quantity, idempotencyKey, idempotencyScope = '' } = parse(restockSchema, input);
+    const target = writeTarget(this.#db, this.#names, options);
+    const key = idempotencyKey === undefined ? undefined : { scope: idempotencyScope, key: idempotencyKey, hash: payloadHash({ itemId, quantity }) };
+    const advice = key === undefined ? "Check the item's stock before restocking again, or pass an idempotencyKey." : RETRY_WITH_KEY;
+    return this.#unknownOutcome('restock', advice, { retry: key !== undefined && !target.hosted }, async () => {
       for (let round = 1; ; round++) {
         try {
-          return await this.#addStock(itemId, quantity, idempotencyKey, hash);
+          return await this.#addStock(target, itemId, quantity, key);
         } catch (error) {
-          if (idempotencyKey === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
+          if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
           // The key is taken (maybe by a concurrent retry that committed first): replay or refuse.
-          const earlier = await this.#db.selectFrom('restock_requests').select('payload_hash').where('idempotency_key', '=', idempotencyKey).executeTakeFirst();
-          if (earlier && earlier.payload_hash !== hash) throw new IdempotencyConflictError(idempotencyKey);
-          if (earlier) return this.#requireItem(itemId);
+          const earlier = await target.db
+            .selectFrom('restock_requests')
+            .select('payload_hash')
+            .where('idempotency_scope', '=', key.scope)
+            .where('idempotency_key', '=', key.key)
+            .executeTakeFirst();
+          if (earlier && earlier.payload_hash !== key.hash) throw new IdempotencyConflictError(key.key);
+          if (earlier) return this.#requireItem(target.db, itemId);
           if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error);
         }
       }
@@ -226,20 +289,23 @@ export class ReservationEngine {
    * One restock transaction: records the key (if any), then adds the units under the bound
    * available + held + quantity ≤ MAX_AVAILABLE_QUANTITY, so that held units can always come back.
    */
-  async #addStock(itemId: number, quantity: number, idempotencyKey: string | undefined, hash: string | undefined): Promise<Item> {
-    return inTransaction(this.#db, this.#dialect, async (trx) => {
+  async #addStock(target: WriteTarget, itemId: number, quantity: number, key: { scope: string; key: string; hash: string } | undefined): Promise<Item> {
+    const writes = async (db: Kysely<Database>) => {
       const now = this.#now();
-      if (idempotencyKey !== undefined && hash !== undefined) {
-        await trx.insertInto('restock_requests').values({ idempotency_key: idempotencyKey, payload_hash: hash, item_id: itemId, created_at: now }).execute();
+      if (key !== undefined) {
+        await db
+          .insertInto('restock_requests')
+          .values({ idempotency_scope: key.scope, idempotency_key: key.key, payload_hash: key.hash, item_id: itemId, created_at: now })
+          .execute();
       }
-      const result = await trx
+      const result = await db
         .updateTable('items')
         .set((eb) => ({ available_quantity: eb('available_quantity', '+', quantity), updated_at: now }))
         .where('id', '=', itemId)
         // available + held ≤ MAX − quantity, written so that no side can overflow a 32-bit integer.
         .where((eb) => eb('available_quantity', '<=', eb(eb.val(MAX_AVAILABLE_QUANTITY - quantity), '-', eb.ref('held_quantity'))))
         .executeTakeFirst();
-      const row = await trx.selectFrom('items').selectAll().where('id', '=', itemId).executeTakeFirst();
+      const row = await db.selectFrom('items').selectAll().where('id', '=', itemId).executeTakeFirst();
       if (!row) throw new NotFoundError('item', itemId);
       if (Number(result.numUpdatedRows) === 0) {
         const item = toItem(row);
@@ -249,12 +315,15 @@ export class ReservationEngine {
         ]);
       }
       return toItem(row);
-    });
+    };
+    // In a host's transaction the writes run under a savepoint: a refused restock leaves its
+    // transaction as it was, and usable.
+    return transact(target, this.#dialect, (db) => (target.hosted ? underSavepoint(db, () => writes(db)) : writes(db)));
   }
 
   /**
    * Holds `quantity` units of an item until `ttlSeconds` from now, or returns the earlier result
-   * for a repeated idempotency key.
+   * for a repeated idempotency key (within its `idempotencyScope`).
    *
    * One transaction writes the idempotency record, the PENDING reservation and its
    * `reservation.created` outbox event, and decrements the stock with a guarded UPDATE
@@ -264,27 +333,37 @@ export class ReservationEngine {
    * and the key may be reused. Concurrent calls with one key yield one reservation: every one
    * of them returns it (or an {@link IdempotencyConflictError} for a different request).
    *
+   * With `{ trx }` the same writes join the host's transaction instead (plain statements under a
+   * savepoint, the stock decrement last): they commit or roll back with it.
+   *
    * @throws {ValidationError} bad input
    * @throws {NotFoundError} no item with this id
    * @throws {InsufficientStockError} fewer units available than requested
    * @throws {IdempotencyConflictError} the key was used with a different request
    * @throws {OutcomeUnknownError} the connection failed: retry with the same key to learn the outcome
+   *
+   * @example
+   * ```ts
+   * const { reservation, replayed } = await engine.reserve({ itemId: 1, quantity: 2, idempotencyKey: 'order-1001' });
+   * ```
    */
-  async reserve(input: ReserveInput): Promise<ReserveResult> {
+  async reserve(input: ReserveInput, options?: WriteOptions): Promise<ReserveResult> {
     const request = parse(reserveSchema, input);
+    const target = writeTarget(this.#db, this.#names, options);
     // The hash covers what the client sent, not this engine's defaults: a retry served by an
     // engine with another defaultTtlSeconds (a rolling deploy) is still the same request.
     const hash = payloadHash({ itemId: request.itemId, quantity: request.quantity, ttlSeconds: request.ttlSeconds });
     const ttlSeconds = request.ttlSeconds ?? this.#defaultTtlSeconds;
+    const scope = request.idempotencyScope ?? '';
     const { idempotencyKey } = request;
 
-    return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: true }, async () => {
+    return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
       for (let round = 1; ; round++) {
-        const earlier = await this.#findByIdempotencyKey(idempotencyKey);
+        const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey);
         if (earlier) return replay(earlier, hash, idempotencyKey);
         let written: { reservation: Reservation; outcome: ReserveOutcome };
         try {
-          written = await this.#insertReservation({ ...request, ttlSeconds, hash });
+          written = await this.#insertReservation(target, { ...request, scope, ttlSeconds, hash });
         } catch (error) {
           // A concurrent request with the same key committed first (our INSERT waited for it):
           // the next round reads and replays its result, outside the failed transaction's snapshot.
@@ -296,7 +375,7 @@ export class ReservationEngine {
         if (outcome.reserved) return { reservation, replayed: false };
         // The stock may be gone because a concurrent request with this key took it (PostgreSQL
         // decrements first, so it never reached the key's unique index): answer as its replay.
-        const winner = await this.#findByIdempotencyKey(idempotencyKey);
+        const winner = await this.#findByIdempotencyKey(target, scope, idempotencyKey);
         if (winner) return replay(winner, hash, idempotencyKey);
         if (outcome.available === null) throw new NotFoundError('item', request.itemId);
         throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
@@ -312,8 +391,8 @@ export class ReservationEngine {
    * @throws {InvalidStateError} CANCELLED or EXPIRED, or PENDING past `expiresAt` (code `RESERVATION_EXPIRED`)
    * @throws {OutcomeUnknownError} the connection failed: confirm again to learn the outcome
    */
-  async confirm(reservationId: string): Promise<Reservation> {
-    return this.#transition(reservationId, 'confirm', {
+  async confirm(reservationId: string, options?: WriteOptions): Promise<Reservation> {
+    return this.#transition(reservationId, 'confirm', options, {
       to: 'CONFIRMED',
       event: 'reservation.confirmed',
       // Not past expiresAt by the engine clock, even if no sweep has expired it yet.
@@ -334,8 +413,8 @@ export class ReservationEngine {
    * @throws {InvalidStateError} CONFIRMED or EXPIRED
    * @throws {OutcomeUnknownError} the connection failed: cancel again to learn the outcome
    */
-  async cancel(reservationId: string): Promise<Reservation> {
-    return this.#transition(reservationId, 'cancel', {
+  async cancel(reservationId: string, options?: WriteOptions): Promise<Reservation> {
+    return this.#transition(reservationId, 'cancel', options, {
       to: 'CANCELLED',
       event: 'reservation.cancelled',
       release: (r) => ({ available: r.quantity, held: -r.quantity }),
@@ -348,24 +427,25 @@ export class ReservationEngine {
    * its held units, in one transaction. When the UPDATE changes nothing, a locking read says
    * why: unknown id, already in `to` (returned unchanged: retries are safe), or `refused`.
    */
-  async #transition(reservationId: string, action: 'confirm' | 'cancel', step: TransitionStep): Promise<Reservation> {
+  async #transition(reservationId: string, action: 'confirm' | 'cancel', options: WriteOptions | undefined, step: TransitionStep): Promise<Reservation> {
     const id = reservationIdOf(reservationId);
     if (id === undefined) throw new NotFoundError('reservation', reservationId);
+    const target = writeTarget(this.#db, this.#names, options);
     const advice = `${action === 'confirm' ? 'Confirm' : 'Cancel'} it again: a repeat returns the reservation unchanged if the first attempt committed.`;
-    return this.#unknownOutcome(action, advice, { retry: true }, () =>
-      inTransaction(this.#db, this.#dialect, async (trx) => {
+    return this.#unknownOutcome(action, advice, { retry: !target.hosted }, () =>
+      transact(target, this.#dialect, async (db) => {
         const now = this.#now();
-        let update = trx.updateTable('reservations').set({ status: step.to, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING');
+        let update = db.updateTable('reservations').set({ status: step.to, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING');
         if (step.guard) update = step.guard(update, now);
         const result = await update.executeTakeFirst();
-        const row = await trx.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+        const row = await db.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
         if (!row) throw new NotFoundError('reservation', reservationId);
         const reservation = toReservation(row);
         if (Number(result.numUpdatedRows) === 1) {
-          await trx.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
+          await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
           // Lock order reservation → item, as everywhere: no deadlock cycles.
           const { available, held } = step.release(reservation);
-          await trx
+          await db
             .updateTable('items')
             .set((eb) => ({
               available_quantity: eb('available_quantity', '+', available),
@@ -392,49 +472,80 @@ export class ReservationEngine {
     });
   }
 
-  async #findByIdempotencyKey(idempotencyKey: string): Promise<EarlierRequest | undefined> {
-    // Compiled once per engine: this runs before every reserve and is all a replay costs.
-    const query: LookupQuery = (this.#lookupQuery ??= this.#db
-      .selectFrom('idempotency_requests as i')
-      .innerJoin('reservations as r', 'r.id', 'i.reservation_id')
-      .selectAll('r')
-      .select('i.payload_hash')
-      .where('i.idempotency_key', '=', '')
-      .compile());
-    const { rows } = await this.#db.executeQuery<LookupRow>({ ...query, parameters: [idempotencyKey] });
-    const row = rows[0];
+  /**
+   * One page of reservations, oldest first, filtered by item, status and idempotency scope: for
+   * admin pages and reconciliation. Keyset pagination: pass the page's `next` as `after`.
+   *
+   * @example
+   * ```ts
+   * let after: string | undefined;
+   * do {
+   *   const page = await engine.listReservations({ itemId: 1, status: 'PENDING', after });
+   *   for (const reservation of page.reservations) console.log(reservation.id);
+   *   after = page.next;
+   * } while (after);
+   * ```
+   */
+  async listReservations(query: ListReservationsQuery = {}): Promise<ReservationPage> {
+    const { itemId, status, idempotencyScope, limit, after } = parse(listReservationsSchema, query);
+    return this.#unknownOutcome('listReservations', NOTHING_WRITTEN, { retry: true }, async () => {
+      let select = this.#db.selectFrom('reservations').selectAll().orderBy('id').limit(limit + 1);
+      if (itemId !== undefined) select = select.where('item_id', '=', itemId);
+      if (status !== undefined) select = select.where('status', '=', status);
+      if (idempotencyScope !== undefined) select = select.where('idempotency_scope', '=', idempotencyScope);
+      if (after !== undefined) select = select.where('id', '>', after);
+      const rows = await select.execute();
+      const reservations = rows.slice(0, limit).map(toReservation);
+      return Object.freeze({ reservations: Object.freeze(reservations), next: rows.length > limit ? reservations.at(-1)?.id : undefined });
+    });
+  }
+
+  async #findByIdempotencyKey(target: WriteTarget, scope: string, idempotencyKey: string): Promise<EarlierRequest | undefined> {
+    let row: LookupRow | undefined;
+    if (target.hosted) {
+      // A locking read: inside the host's transaction it sees the latest committed row, not the
+      // snapshot of the host's first read.
+      row = await lookupQuery(target.db, scope, idempotencyKey).forUpdate().executeTakeFirst();
+    } else {
+      // Compiled once per engine: this runs before every reserve and is all a replay costs.
+      const query: LookupQuery = (this.#lookupQuery ??= lookupQuery(this.#db, '', '').compile());
+      row = (await this.#db.executeQuery<LookupRow>({ ...query, parameters: [scope, idempotencyKey] })).rows[0];
+    }
     return row && { hash: row.payload_hash, reservation: toReservation(row) };
   }
 
-  async #insertReservation(request: { itemId: number; quantity: number; idempotencyKey: string; ttlSeconds: number; hash: string }) {
+  async #insertReservation(target: WriteTarget, request: { itemId: number; quantity: number; idempotencyKey: string; scope: string; ttlSeconds: number; hash: string }) {
     const now = this.#now();
     const reservation: Reservation = Object.freeze({
       id: uuidv7(now.getTime()),
       itemId: request.itemId,
       quantity: request.quantity,
       status: 'PENDING',
+      idempotencyScope: request.scope === '' ? null : request.scope,
       idempotencyKey: request.idempotencyKey,
       expiresAt: new Date(now.getTime() + request.ttlSeconds * 1000),
       createdAt: now,
       updatedAt: now,
     });
-    const outcome = await withRetries(this.#dialect, () =>
-      this.#dialect.reserve(this.#db, {
-        id: reservation.id,
-        itemId: reservation.itemId,
-        quantity: reservation.quantity,
-        idempotencyKey: reservation.idempotencyKey,
-        payloadHash: request.hash,
-        expiresAt: reservation.expiresAt,
-        now,
-        eventPayload: eventRow(this.#dialect, 'reservation.created', reservation, now).payload,
-      }),
-    );
+    const row = {
+      id: reservation.id,
+      itemId: reservation.itemId,
+      quantity: reservation.quantity,
+      idempotencyScope: request.scope,
+      idempotencyKey: reservation.idempotencyKey,
+      payloadHash: request.hash,
+      expiresAt: reservation.expiresAt,
+      now,
+      eventPayload: eventRow(this.#dialect, 'reservation.created', reservation, now).payload,
+    };
+    const outcome = target.hosted
+      ? await transact(target, this.#dialect, (db) => reserveInHostTransaction(db, this.#dialect, row))
+      : await withRetries(this.#dialect, () => this.#dialect.reserve(this.#db, this.#names, row));
     return { reservation, outcome };
   }
 
-  async #requireItem(itemId: number): Promise<Item> {
-    const row = await this.#db.selectFrom('items').selectAll().where('id', '=', itemId).executeTakeFirst();
+  async #requireItem(db: Kysely<Database>, itemId: number): Promise<Item> {
+    const row = await db.selectFrom('items').selectAll().where('id', '=', itemId).executeTakeFirst();
     if (!row) throw new NotFoundError('item', itemId);
     return toItem(row);
   }
@@ -449,7 +560,7 @@ export class ReservationEngine {
   async #unknownOutcome<T>(operation: string, advice: string, { retry }: { retry: boolean }, work: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await verifiedSession(this.#db, this.#dialect);
+        await verifiedSession(this.#hostDb, this.#dialect);
         return await work();
       } catch (error) {
         if (!this.#dialect.isConnectionError(error)) throw error;
@@ -465,6 +576,17 @@ export class ReservationEngine {
     if (!isStorableDate(now)) throw new ConfigurationError([`clock: must return a valid Date in the years 1000–9999, got ${describeClockValue(now)}`]);
     return now;
   }
+}
+
+/** The reservation a (scope, key) was used for, with the hash of the request that used it. */
+function lookupQuery(db: Kysely<Database>, scope: string, idempotencyKey: string) {
+  return db
+    .selectFrom('idempotency_requests as i')
+    .innerJoin('reservations as r', 'r.id', 'i.reservation_id')
+    .selectAll('r')
+    .select('i.payload_hash')
+    .where('i.idempotency_scope', '=', scope)
+    .where('i.idempotency_key', '=', idempotencyKey);
 }
 
 interface EarlierRequest {

@@ -1,17 +1,28 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
 import { z } from 'zod';
-import { dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { engineDb, schemaNames } from '../schema/tables.js';
 import { OutcomeUnknownError } from '../errors.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toDate } from '../rows.js';
 import { inTransaction } from '../transaction.js';
 import type { Database } from '../types.js';
-import { batchLimitSchema, dateSchema, kyselySchema, parseOptions } from '../validation.js';
+import { batchLimitSchema, dateSchema, dbOptionsShape, parseOptions } from '../validation.js';
 
 /** Options of {@link expireBatch}. */
 export interface ExpireBatchOptions {
   /** The host's Kysely instance (see {@link ReservationEngineOptions.db}). */
   readonly db: Kysely<any>;
+  /**
+   * The prefix of the engine's tables (see {@link ReservationEngineOptions.tablePrefix}).
+   * @defaultValue 'reservation_engine_'
+   */
+  readonly tablePrefix?: string;
+  /**
+   * Which database `db` talks to (see {@link ReservationEngineOptions.dialect}).
+   * @defaultValue detected from the Kysely adapter
+   */
+  readonly dialect?: DatabaseKind;
   /**
    * Most reservations expired by this call, 1–10,000.
    * @defaultValue 500
@@ -37,7 +48,7 @@ export interface ExpireBatchResult {
 }
 
 const optionsSchema = z.strictObject({
-  db: kyselySchema,
+  ...dbOptionsShape,
   limit: batchLimitSchema(500),
   now: dateSchema.optional(),
 });
@@ -68,11 +79,11 @@ interface DueReservation {
  */
 export async function expireBatch(options: ExpireBatchOptions): Promise<ExpireBatchResult> {
   const { limit, ...o } = parseOptions(optionsSchema, options);
-  const db = o.db as Kysely<Database>;
-  const dialect = dialectOf(db);
+  const db = engineDb(o.db, schemaNames(o.tablePrefix));
+  const dialect = dialectOf(o.db, o.dialect);
   const now = o.now ?? new Date();
   try {
-    await verifiedSession(db, dialect);
+    await verifiedSession(o.db, dialect);
     try {
       return { expired: await expireDue(db, dialect, now, { limit }), failed: 0 };
     } catch (error) {

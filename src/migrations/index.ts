@@ -1,47 +1,84 @@
 import type { Kysely } from 'kysely';
 import { type Migration, type MigrationProvider, type MigrationResultSet, Migrator } from 'kysely';
+import { z } from 'zod';
+import { type DatabaseKind, dialectOf } from '../dialects/index.js';
 import { ReservationError } from '../errors.js';
+import { engineDb, schemaNames } from '../schema/tables.js';
+import { databaseKindSchema, kyselySchema, parseOptions } from '../validation.js';
 import { initialMigration } from './0001-initial.js';
 import { reserveRoutineMigration } from './0002-reserve-routine.js';
-import { heldStockAndRestockKeysMigration } from './0003-held-stock-and-restock-keys.js';
+
+/** Options of {@link migrateToLatest} and {@link reservationEngineMigrations}. */
+export interface MigrationOptions {
+  /**
+   * The prefix of every table, index and routine the library creates: `<prefix>items`,
+   * `<prefix>reservations`, … Use the same value in the engine and the batch functions.
+   * 1–30 letters, digits and underscores, starting with a letter.
+   * @defaultValue 'reservation_engine_'
+   */
+  readonly tablePrefix?: string;
+  /**
+   * Which database `db` talks to, when the engine cannot tell from its adapter (a minified build,
+   * a third-party dialect).
+   * @defaultValue detected from the Kysely adapter
+   */
+  readonly dialect?: DatabaseKind;
+}
+
+const migrationOptionsSchema = z.strictObject({
+  tablePrefix: z.string().optional(),
+  dialect: databaseKindSchema.optional(),
+});
 
 /**
  * The library's migrations, by name, for hosts that run their own Kysely `Migrator`: merge them
  * into your provider (the names sort after dates, so keep them in their own folder or prefix).
+ * They create the tables under `tablePrefix` on whatever Kysely instance the migrator gives them.
  */
-export const reservationEngineMigrations: Readonly<Record<string, Migration>> = Object.freeze({
-  reservation_engine_0001_initial: initialMigration,
-  reservation_engine_0002_reserve_routine: reserveRoutineMigration,
-  reservation_engine_0003_held_stock_and_restock_keys: heldStockAndRestockKeysMigration,
-});
+export function reservationEngineMigrations(options: MigrationOptions = {}): Readonly<Record<string, Migration>> {
+  const { tablePrefix, dialect: kind } = parseOptions(migrationOptionsSchema, options);
+  const names = schemaNames(tablePrefix);
+  // Each step resolves the database from the instance the migrator hands it, and runs on it
+  // without the host's plugins and with the table prefix.
+  const step = (make: typeof initialMigration): Migration => ({
+    up: (db: Kysely<any>) => make(dialectOf(db, kind), names).up(engineDb(db, names)),
+    down: (db: Kysely<any>) => make(dialectOf(db, kind), names).down!(engineDb(db, names)),
+  });
+  return Object.freeze({
+    reservation_engine_0001_initial: step(initialMigration),
+    reservation_engine_0002_reserve_routine: step(reserveRoutineMigration),
+  });
+}
 
 /** A Kysely `MigrationProvider` serving {@link reservationEngineMigrations}. */
-export const reservationEngineMigrationProvider: MigrationProvider = {
-  getMigrations: async () => ({ ...reservationEngineMigrations }),
-};
+export function reservationEngineMigrationProvider(options: MigrationOptions = {}): MigrationProvider {
+  const migrations = reservationEngineMigrations(options);
+  return { getMigrations: async () => ({ ...migrations }) };
+}
 
 /**
- * The migration bookkeeping tables, separate from Kysely's defaults so that a host's own
- * migrations are never mixed with ours.
- */
-export const MIGRATION_TABLE = 'reservation_engine_migration';
-export const MIGRATION_LOCK_TABLE = 'reservation_engine_migration_lock';
-
-/**
- * Creates or updates the engine's tables. Safe to call at every start and from several
- * processes at once (Kysely's migration lock); a repeat call is a no-op.
+ * Creates or updates the engine's tables (`<tablePrefix>items`, `<tablePrefix>reservations`,
+ * `<tablePrefix>idempotency_requests`, `<tablePrefix>restock_requests`, `<tablePrefix>outbox`;
+ * on MySQL also the procedure `<tablePrefix>reserve`), with their own bookkeeping tables
+ * (`<tablePrefix>migration`, `<tablePrefix>migration_lock`), so that a host's migrations are never
+ * mixed with the library's. Safe to call at every start and from several processes at once
+ * (Kysely's migration lock); a repeat call is a no-op.
+ *
+ * @throws {ReservationError} code `MIGRATION_FAILED` when a migration fails (the cause attached)
  *
  * @example
  * ```ts
- * await migrateToLatest(db);
+ * await migrateToLatest(db); // or migrateToLatest(db, { tablePrefix: 'shop_stock_' })
  * ```
  */
-export async function migrateToLatest(db: Kysely<any>): Promise<MigrationResultSet> {
+export async function migrateToLatest(db: Kysely<any>, options: MigrationOptions = {}): Promise<MigrationResultSet> {
+  parseOptions(z.strictObject({ db: kyselySchema }), { db });
+  const names = schemaNames(options.tablePrefix);
   const migrator = new Migrator({
-    db,
-    provider: reservationEngineMigrationProvider,
-    migrationTableName: MIGRATION_TABLE,
-    migrationLockTableName: MIGRATION_LOCK_TABLE,
+    db: db.withoutPlugins(),
+    provider: reservationEngineMigrationProvider(options),
+    migrationTableName: names.migrationTable,
+    migrationLockTableName: names.migrationLockTable,
   });
   const result = await migrator.migrateToLatest();
   if (result.error) {

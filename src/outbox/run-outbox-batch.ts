@@ -1,9 +1,10 @@
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import { dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
+import { engineDb, schemaNames } from '../schema/tables.js';
 import { OutcomeUnknownError } from '../errors.js';
 import type { Database, OutboxEvent } from '../types.js';
-import { batchLimitSchema, dateSchema, functionSchema, integer, kyselySchema, parseOptions } from '../validation.js';
+import { batchLimitSchema, dateSchema, functionSchema, integer, dbOptionsShape, parseOptions } from '../validation.js';
 import { type ClaimedEvent, claimEvents } from './claim.js';
 import { markFailed, markProcessed, releaseEvents } from './complete.js';
 import { describeError } from './describe-error.js';
@@ -25,6 +26,16 @@ export type OutboxHandler = (event: OutboxEvent, context: OutboxHandlerContext) 
 export interface RunOutboxBatchOptions {
   /** The host's Kysely instance (see {@link ReservationEngineOptions.db}). */
   readonly db: Kysely<any>;
+  /**
+   * The prefix of the engine's tables (see {@link ReservationEngineOptions.tablePrefix}).
+   * @defaultValue 'reservation_engine_'
+   */
+  readonly tablePrefix?: string;
+  /**
+   * Which database `db` talks to (see {@link ReservationEngineOptions.dialect}).
+   * @defaultValue detected from the Kysely adapter
+   */
+  readonly dialect?: DatabaseKind;
   /**
    * Delivers one event (publish to a broker, call a webhook…). Resolve to acknowledge; throw or
    * reject to have it retried later. Called one event at a time, outside any transaction.
@@ -93,7 +104,7 @@ const DEFAULT_HANDLER_TIMEOUT_MS = 10_000;
 
 const optionsSchema = z
   .strictObject({
-    db: kyselySchema,
+    ...dbOptionsShape,
     handler: functionSchema<OutboxHandler>(),
     limit: batchLimitSchema(100),
     maxAttempts: integer(1, 1000).default(10),
@@ -130,10 +141,10 @@ type Options = z.output<typeof optionsSchema> & { readonly handlerTimeoutMs: num
 export async function runOutboxBatch(options: RunOutboxBatchOptions): Promise<OutboxBatchResult> {
   const parsed = parseOptions(optionsSchema, options);
   const o: Options = { ...parsed, handlerTimeoutMs: parsed.handlerTimeoutMs ?? Math.min(DEFAULT_HANDLER_TIMEOUT_MS, Math.max(1, Math.floor(parsed.leaseMs / 3))) };
-  const db = o.db as Kysely<Database>;
-  const dialect = dialectOf(db);
+  const db = engineDb(o.db, schemaNames(o.tablePrefix));
+  const dialect = dialectOf(o.db, o.dialect);
   try {
-    await verifiedSession(db, dialect);
+    await verifiedSession(o.db, dialect);
     return await deliverBatch(db, dialect, o);
   } catch (error) {
     if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('runOutboxBatch', 'Run it again: events not acknowledged are delivered again.', error);

@@ -2,6 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { CompiledQuery, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, inject } from 'vitest';
 import { migrateToLatest } from '../../src/index.js';
+import { schemaNames, TablePrefixPlugin } from '../../src/schema/tables.js';
+
+/**
+ * Tests name the engine's tables as its queries do (`items`, `outbox`, …): the test databases'
+ * Kysely instances carry the default table prefix, as the engine's own do.
+ */
+const withPrefix = (db: Kysely<any>): Kysely<any> => db.withPlugin(new TablePrefixPlugin(schemaNames()));
 
 export type DialectName = 'mysql' | 'postgres' | 'pglite';
 export interface DialectTarget {
@@ -46,8 +53,13 @@ export class TestDatabase {
     return this.#db;
   }
 
-  /** Another Kysely instance (its own pool) on the same database; closed at teardown. */
+  /** Another Kysely instance (its own pool) on the same database, with the table prefix; closed at teardown. */
   connect(poolSize = 10, options?: ConnectOptions): Kysely<any> {
+    return withPrefix(this.connectRaw(poolSize, options));
+  }
+
+  /** Another Kysely instance as a host has it: its own pool, no plugins; closed at teardown. */
+  connectRaw(poolSize = 10, options?: ConnectOptions): Kysely<any> {
     if (!this.#connect) throw new Error('TestDatabase used before setup');
     const db = this.#connect(poolSize, options);
     this.#extra.push(db);
@@ -121,11 +133,11 @@ export class TestDatabase {
       const db = await createEmbeddedDatabase();
       // One PGlite instance is one database: every "connection" shares it.
       this.#connect = () => db;
-      this.#db = db;
+      this.#db = withPrefix(db);
       this.#drop = async () => db.destroy();
       return;
     }
-    this.#db = this.#connect(50);
+    this.#db = withPrefix(this.#connect(50));
     await migrateToLatest(this.#db);
   }
 
