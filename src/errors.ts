@@ -1,3 +1,5 @@
+import type { ReservationStatus } from './types.js';
+
 /**
  * Every error code the library throws, for programs that branch on `error.code`.
  * Each is listed, with its status, in the README's error table.
@@ -46,6 +48,7 @@ export function isReservationError(value: unknown): value is ReservationError {
  * ```
  */
 export class ReservationError extends Error {
+  /** Stable, for programs: one of {@link ReservationErrorCode} for the library's own errors. */
   readonly code: string;
   readonly status: number;
 
@@ -73,16 +76,44 @@ export class ReservationError extends Error {
   }
 }
 
+/** One problem with an input or an option: where, and what is wrong. */
+export interface ValidationIssue {
+  /** The field, dotted for nested ones (`quantity`, `lines.2.itemId`); the argument's name for the whole value (`input`, `itemId`). */
+  readonly path: string;
+  /** What is wrong, e.g. `must be positive`. */
+  readonly message: string;
+}
+
+/** Issues as given: objects, or `path: message` lines. */
+type IssuesInput = readonly (ValidationIssue | string)[];
+
+function structured(issues: IssuesInput): readonly ValidationIssue[] {
+  return Object.freeze(
+    issues.map((issue) => {
+      if (typeof issue !== 'string') return Object.freeze({ path: issue.path, message: issue.message });
+      const colon = issue.indexOf(': ');
+      return Object.freeze(colon < 0 ? { path: '', message: issue } : { path: issue.slice(0, colon), message: issue.slice(colon + 2) });
+    }),
+  );
+}
+
+function listed(issues: readonly ValidationIssue[]): string {
+  return issues.map((issue) => (issue.path ? `${issue.path}: ${issue.message}` : issue.message)).join('; ');
+}
+
 /** Invalid input: nothing was written. Code `VALIDATION_ERROR`, status 400. */
 export class ValidationError extends ReservationError {
   static override readonly codes: readonly string[] = ['VALIDATION_ERROR'];
+  declare readonly code: 'VALIDATION_ERROR';
 
-  /** One readable line per problem, e.g. `quantity: must be a positive integer`. */
-  readonly issues: readonly string[];
+  /** Every problem found, e.g. `{ path: 'quantity', message: 'must be positive' }`. */
+  readonly issues: readonly ValidationIssue[];
 
-  constructor(issues: readonly string[]) {
-    super(`Invalid input: ${issues.join('; ')}`, 'VALIDATION_ERROR', 400);
-    this.issues = Object.freeze([...issues]);
+  /** `issues`: objects, or lines of the form `path: message`. */
+  constructor(issues: IssuesInput) {
+    const list = structured(issues);
+    super(`Invalid input: ${listed(list)}`, 'VALIDATION_ERROR', 400);
+    this.issues = list;
   }
 }
 
@@ -93,18 +124,23 @@ export class ValidationError extends ReservationError {
 export class ConfigurationError extends ReservationError {
   static override readonly codes: readonly string[] = ['INVALID_CONFIGURATION'];
 
-  /** One readable line per problem, e.g. `options.limit: must be an integer`. */
-  readonly issues: readonly string[];
+  declare readonly code: 'INVALID_CONFIGURATION';
 
-  constructor(issues: readonly string[]) {
-    super(`Invalid configuration: ${issues.join('; ')}`, 'INVALID_CONFIGURATION', 500);
-    this.issues = Object.freeze([...issues]);
+  /** Every problem found, e.g. `{ path: 'limit', message: 'must be an integer' }`. */
+  readonly issues: readonly ValidationIssue[];
+
+  /** `issues`: objects, or lines of the form `path: message`. */
+  constructor(issues: IssuesInput) {
+    const list = structured(issues);
+    super(`Invalid configuration: ${listed(list)}`, 'INVALID_CONFIGURATION', 500);
+    this.issues = list;
   }
 }
 
 /** The item or reservation does not exist (unknown or malformed id). Status 404. */
 export class NotFoundError extends ReservationError {
   static override readonly codes: readonly string[] = ['ITEM_NOT_FOUND', 'RESERVATION_NOT_FOUND'];
+  declare readonly code: 'ITEM_NOT_FOUND' | 'RESERVATION_NOT_FOUND';
 
   constructor(
     readonly entity: 'item' | 'reservation',
@@ -122,6 +158,7 @@ export class NotFoundError extends ReservationError {
 /** The item has fewer units available than requested. Code `INSUFFICIENT_STOCK`, status 409. */
 export class InsufficientStockError extends ReservationError {
   static override readonly codes: readonly string[] = ['INSUFFICIENT_STOCK'];
+  declare readonly code: 'INSUFFICIENT_STOCK';
 
   constructor(
     readonly itemId: number,
@@ -135,6 +172,7 @@ export class InsufficientStockError extends ReservationError {
 /** The idempotency key was already used with a different request. Code `IDEMPOTENCY_CONFLICT`, status 409. */
 export class IdempotencyConflictError extends ReservationError {
   static override readonly codes: readonly string[] = ['IDEMPOTENCY_CONFLICT'];
+  declare readonly code: 'IDEMPOTENCY_CONFLICT';
 
   constructor(readonly idempotencyKey: string) {
     super(`Idempotency key ${JSON.stringify(idempotencyKey)} was already used with a different request`, 'IDEMPOTENCY_CONFLICT', 409);
@@ -147,10 +185,11 @@ export class IdempotencyConflictError extends ReservationError {
  */
 export class InvalidStateError extends ReservationError {
   static override readonly codes: readonly string[] = ['INVALID_STATE', 'RESERVATION_EXPIRED'];
+  declare readonly code: 'INVALID_STATE' | 'RESERVATION_EXPIRED';
 
   constructor(
     readonly reservationId: string,
-    readonly currentStatus: string,
+    readonly currentStatus: ReservationStatus,
     readonly attempted: 'confirm' | 'cancel',
     expired = false,
   ) {
@@ -167,6 +206,7 @@ export class InvalidStateError extends ReservationError {
 /** An item with this SKU exists already. Code `DUPLICATE_SKU`, status 409. */
 export class DuplicateSkuError extends ReservationError {
   static override readonly codes: readonly string[] = ['DUPLICATE_SKU'];
+  declare readonly code: 'DUPLICATE_SKU';
 
   constructor(readonly sku: string) {
     super(`An item with SKU ${JSON.stringify(sku)} already exists`, 'DUPLICATE_SKU', 409);
@@ -179,6 +219,7 @@ export class DuplicateSkuError extends ReservationError {
  */
 export class TransactionConflictError extends ReservationError {
   static override readonly codes: readonly string[] = ['TRANSACTION_CONFLICT'];
+  declare readonly code: 'TRANSACTION_CONFLICT';
 
   constructor(
     readonly attempts: number,
@@ -205,6 +246,7 @@ export class TransactionConflictError extends ReservationError {
  */
 export class OutcomeUnknownError extends ReservationError {
   static override readonly codes: readonly string[] = ['OUTCOME_UNKNOWN'];
+  declare readonly code: 'OUTCOME_UNKNOWN';
 
   constructor(
     /** The call that failed: `reserve`, `confirm`, … */
@@ -220,6 +262,7 @@ export class OutcomeUnknownError extends ReservationError {
 /** The Kysely instance uses a database this library does not support. Code `UNSUPPORTED_DATABASE`, status 500. */
 export class UnsupportedDatabaseError extends ReservationError {
   static override readonly codes: readonly string[] = ['UNSUPPORTED_DATABASE'];
+  declare readonly code: 'UNSUPPORTED_DATABASE';
 
   constructor(adapterName: string) {
     super(

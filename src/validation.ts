@@ -156,11 +156,14 @@ export function describeClockValue(value: unknown): string {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
- * The reservation id in the form the engine stores (lower case), or `undefined` when `value` is
- * not a UUID and so names no reservation. Ids are matched case-insensitively on every database.
+ * The reservation id in the form the engine stores (lower case): ids are matched
+ * case-insensitively on every database. Anything but a UUID is a {@link ValidationError}, as a
+ * malformed item id is.
  */
-export function reservationIdOf(value: unknown): string | undefined {
-  return typeof value === 'string' && UUID.test(value) ? value.toLowerCase() : undefined;
+export function reservationIdOf(value: unknown): string {
+  if (typeof value === 'string' && UUID.test(value)) return value.toLowerCase();
+  const got = typeof value === 'string' ? 'a string that is not a UUID' : describe(value);
+  throw new ValidationError([{ path: 'reservationId', message: `must be a reservation id (a UUID), got ${got}` }]);
 }
 
 /** A name a caller sent, for a message: quoted, at most 64 characters. */

@@ -63,7 +63,7 @@ it("the ESM build's toProblem answers a CommonJS ValidationError with 400 VALIDA
     status: 400,
     detail: 'Invalid input: quantity: must be positive; itemId: is required',
     code: 'VALIDATION_ERROR',
-    errors: ['quantity: must be positive', 'itemId: is required'],
+    errors: [{ path: 'quantity', message: 'must be positive' }, { path: 'itemId', message: 'is required' }],
   };
   expect(esm.toProblem(cjsError)).toEqual(expected);
   expect(source.toProblem(cjsError)).toEqual(expected);
@@ -77,7 +77,7 @@ it("the CommonJS build's toProblem answers an ESM ValidationError with 400 VALID
     status: 400,
     detail: 'Invalid input: sku: must not be empty',
     code: 'VALIDATION_ERROR',
-    errors: ['sku: must not be empty'],
+    errors: [{ path: 'sku', message: 'must not be empty' }],
   });
 });
 
@@ -130,7 +130,7 @@ it("errors thrown by the CommonJS build's engine are recognised by the ESM build
     (error: unknown) => error,
   );
   expect(invalid instanceof esm.ValidationError).toBe(true);
-  expect(esm.toProblem(invalid)).toMatchObject({ status: 400, code: 'VALIDATION_ERROR', errors: ['itemId: must be an integer'] });
+  expect(esm.toProblem(invalid)).toMatchObject({ status: 400, code: 'VALIDATION_ERROR', errors: [{ path: 'itemId', message: 'must be an integer' }] });
 
   const missing = await engine.confirm('0190a0b0-0000-7000-8000-000000000000').then(
     () => undefined,

@@ -124,7 +124,7 @@ describeEachDialect('HTTP API, example server and scheduler', (t) => {
 
   it('invalid bodies are 400 with every problem listed', async () => {
     const missing = await expectProblem(await post('/items', { sku: '', availableQuantity: -1 }), 400, 'VALIDATION_ERROR');
-    expect(missing.errors).toEqual(['sku: must not be empty', 'name: is required', 'availableQuantity: must not be negative']);
+    expect(missing.errors).toEqual([{ path: 'sku', message: 'must not be empty' }, { path: 'name', message: 'is required' }, { path: 'availableQuantity', message: 'must not be negative' }]);
     await expectProblem(await post('/items', { sku: unique(), name: 'x', availableQuantity: 1, colour: 'red' }), 400, 'VALIDATION_ERROR');
     const item = await createItem();
     await expectProblem(await post(`/items/${item.id}/restock`, { quantity: 0 }), 400, 'VALIDATION_ERROR');
@@ -140,7 +140,7 @@ describeEachDialect('HTTP API, example server and scheduler', (t) => {
     ['a number', '42', 'a number'],
   ])('a body that is %s is 400', async (_label, body, got) => {
     const problem = await expectProblem(await post('/items', body), 400, 'VALIDATION_ERROR');
-    expect(problem.errors).toEqual([`input: must be a JSON object, got ${got}`]);
+    expect(problem.errors).toEqual([{ path: `input`, message: `must be a JSON object, got ${got}` }]);
     await expectProblem(await reserve(unique(), body), 400, 'VALIDATION_ERROR');
   });
 
@@ -154,9 +154,9 @@ describeEachDialect('HTTP API, example server and scheduler', (t) => {
     await expectProblem(noType, 415, 'UNSUPPORTED_MEDIA_TYPE');
     // fetch sends Content-Length: 0: an empty JSON body, parsed as {}.
     const empty = await expectProblem(await post('/items'), 400, 'VALIDATION_ERROR');
-    expect(empty.errors).toEqual(['sku: is required', 'name: is required', 'availableQuantity: is required']);
+    expect(empty.errors).toEqual([{ path: 'sku', message: 'is required' }, { path: 'name', message: 'is required' }, { path: 'availableQuantity', message: 'is required' }]);
     const none = await expectProblem(await rawRequest(api.url, 'POST /items HTTP/1.1'), 400, 'VALIDATION_ERROR');
-    expect(none.errors).toEqual(['input: must be a JSON object, got no body']);
+    expect(none.errors).toEqual([{ path: 'input', message: 'must be a JSON object, got no body' }]);
   });
 
   it('a body over 16 kB is 413', async () => {
@@ -239,7 +239,14 @@ describeEachDialect('HTTP API, example server and scheduler', (t) => {
     expect(await stock(item.id)).toBe(3);
   });
 
-  it.each(['not-a-uuid', '123', '01a214d8-b57a-7e9c-af54-a82418ff8fb5'])('reservation id %s is 404 for GET, confirm and cancel', async (id) => {
+  it.each(['not-a-uuid', '123'])('malformed reservation id %s is 400 for GET, confirm and cancel, as a malformed item id is', async (id) => {
+    await expectProblem(await get(`/reservations/${id}`), 400, 'VALIDATION_ERROR');
+    await expectProblem(await post(`/reservations/${id}/confirm`), 400, 'VALIDATION_ERROR');
+    await expectProblem(await post(`/reservations/${id}/cancel`), 400, 'VALIDATION_ERROR');
+  });
+
+  it('an unknown reservation id is 404 for GET, confirm and cancel', async () => {
+    const id = '01a214d8-b57a-7e9c-af54-a82418ff8fb5';
     await expectProblem(await get(`/reservations/${id}`), 404, 'RESERVATION_NOT_FOUND');
     await expectProblem(await post(`/reservations/${id}/confirm`), 404, 'RESERVATION_NOT_FOUND');
     await expectProblem(await post(`/reservations/${id}/cancel`), 404, 'RESERVATION_NOT_FOUND');

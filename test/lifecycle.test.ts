@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { InvalidStateError, NotFoundError, ReservationEngine, expireBatch } from '../src/index.js';
+import { InvalidStateError, NotFoundError, ReservationEngine, ValidationError, expireBatch } from '../src/index.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
 
 describeEachDialect('confirm and cancel', (t) => {
@@ -95,21 +95,32 @@ describeEachDialect('confirm and cancel', (t) => {
     expect(await expireBatch({ db: t.db, now })).toEqual({ expired: 0, failed: 0 });
   });
 
+  it('confirm and cancel of an unknown id are NotFoundError; getReservation is undefined', async () => {
+    await setup();
+    const id = '0190f2a0-0000-7000-8000-000000000000';
+    for (const action of ['confirm', 'cancel'] as const) {
+      const error = await caught(() => engine()[action](id));
+      expect(error).toBeInstanceOf(NotFoundError);
+      expect(error).toMatchObject({ code: 'RESERVATION_NOT_FOUND', status: 404 });
+    }
+    expect(await engine().getReservation(id)).toBeUndefined();
+    expect(await eventTypes()).toEqual(['reservation.created']);
+  });
+
   it.each([
-    ['an unknown id', '0190f2a0-0000-7000-8000-000000000000'],
     ['a malformed id', 'not-a-uuid'],
     ['an SQL-looking id', "' OR 1=1 --"],
     ['an empty id', ''],
     ['null', null],
     ['a number', 42],
-  ])('confirm and cancel of %s are NotFoundError; getReservation is undefined', async (_label, id) => {
+  ])('confirm, cancel and getReservation of %s are a ValidationError, as getItem of a malformed id is', async (_label, id) => {
     await setup();
-    for (const action of ['confirm', 'cancel'] as const) {
+    for (const action of ['confirm', 'cancel', 'getReservation'] as const) {
       const error = await caught(() => engine()[action](id as never));
-      expect(error).toBeInstanceOf(NotFoundError);
-      expect(error).toMatchObject({ code: 'RESERVATION_NOT_FOUND', status: 404 });
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error).toMatchObject({ code: 'VALIDATION_ERROR', status: 400 });
+      expect(error.message).toMatch(/^Invalid input: reservationId: must be a reservation id \(a UUID\), got /);
     }
-    expect(await engine().getReservation(id as never)).toBeUndefined();
     expect(await eventTypes()).toEqual(['reservation.created']);
   });
 });

@@ -41,7 +41,10 @@ it('maps library errors to problem documents with their status and code', () => 
     status: 400,
     detail: 'Invalid input: quantity: must be positive; itemId: is required',
     code: 'VALIDATION_ERROR',
-    errors: ['quantity: must be positive', 'itemId: is required'],
+    errors: [
+      { path: 'quantity', message: 'must be positive' },
+      { path: 'itemId', message: 'is required' },
+    ],
   });
   expect(toProblem(new NotFoundError('reservation', 'x'))).toMatchObject({ status: 404, code: 'RESERVATION_NOT_FOUND', title: 'Reservation not found' });
   expect(toProblem(new IdempotencyConflictError('k'))).toMatchObject({ status: 409, code: 'IDEMPOTENCY_CONFLICT' });
@@ -175,7 +178,7 @@ it("recognises errors from another copy of the library by its brand, not by clas
   class OtherValidationError extends Error {
     readonly code = 'VALIDATION_ERROR';
     readonly status = 400;
-    readonly issues = Object.freeze(['quantity: must be positive']);
+    readonly issues = Object.freeze([{ path: 'quantity', message: 'must be positive' }]);
   }
   Object.defineProperty(OtherValidationError, 'name', { value: 'ValidationError' });
   const other = new OtherValidationError('Invalid input: quantity: must be positive');
@@ -186,7 +189,7 @@ it("recognises errors from another copy of the library by its brand, not by clas
     status: 400,
     detail: 'Invalid input: quantity: must be positive',
     code: 'VALIDATION_ERROR',
-    errors: ['quantity: must be positive'],
+    errors: [{ path: 'quantity', message: 'must be positive' }],
   });
   expect(other instanceof ValidationError).toBe(true);
   expect(other instanceof ReservationError).toBe(true);

@@ -387,7 +387,8 @@ export class ReservationEngine {
    * Confirms a PENDING reservation that has not expired (engine clock). Confirming a CONFIRMED
    * reservation returns it unchanged, so retries are safe.
    *
-   * @throws {NotFoundError} unknown or malformed id
+   * @throws {ValidationError} an id that is not a UUID
+   * @throws {NotFoundError} no reservation has this id
    * @throws {InvalidStateError} CANCELLED or EXPIRED, or PENDING past `expiresAt` (code `RESERVATION_EXPIRED`)
    * @throws {OutcomeUnknownError} the connection failed: confirm again to learn the outcome
    */
@@ -409,7 +410,8 @@ export class ReservationEngine {
    * returns it unchanged. A PENDING reservation past its `expiresAt` that the expiry sweep has
    * not reached yet may still be cancelled: the stock comes back either way.
    *
-   * @throws {NotFoundError} unknown or malformed id
+   * @throws {ValidationError} an id that is not a UUID
+   * @throws {NotFoundError} no reservation has this id
    * @throws {InvalidStateError} CONFIRMED or EXPIRED
    * @throws {OutcomeUnknownError} the connection failed: cancel again to learn the outcome
    */
@@ -429,7 +431,6 @@ export class ReservationEngine {
    */
   async #transition(reservationId: string, action: 'confirm' | 'cancel', options: WriteOptions | undefined, step: TransitionStep): Promise<Reservation> {
     const id = reservationIdOf(reservationId);
-    if (id === undefined) throw new NotFoundError('reservation', reservationId);
     const target = writeTarget(this.#db, this.#names, options);
     const advice = `${action === 'confirm' ? 'Confirm' : 'Cancel'} it again: a repeat returns the reservation unchanged if the first attempt committed.`;
     return this.#unknownOutcome(action, advice, { retry: !target.hosted }, () =>
@@ -462,10 +463,12 @@ export class ReservationEngine {
     );
   }
 
-  /** The reservation, or `undefined` for an unknown or malformed id. Ids match in any letter case. */
+  /**
+   * The reservation, or `undefined` when no reservation has this id. Ids match in any letter
+   * case; an id that is not a UUID is a {@link ValidationError}, as a malformed item id is.
+   */
   async getReservation(reservationId: string): Promise<Reservation | undefined> {
     const id = reservationIdOf(reservationId);
-    if (id === undefined) return undefined;
     return this.#unknownOutcome('getReservation', NOTHING_WRITTEN, { retry: true }, async () => {
       const row = await this.#db.selectFrom('reservations').selectAll().where('id', '=', id).executeTakeFirst();
       return row && toReservation(row);
