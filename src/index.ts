@@ -11,7 +11,7 @@ export type {
 export type { WriteOptions } from './engine/host-transaction.js';
 export type { DatabaseKind } from './dialects/index.js';
 export { DEFAULT_TABLE_PREFIX } from './schema/tables.js';
-export { runOutboxBatch, retryDelayMs } from './outbox/run-outbox-batch.js';
+export { runOutboxBatch } from './outbox/run-outbox-batch.js';
 export type { OutboxBatchResult, OutboxHandler, OutboxHandlerContext, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
 export { expireBatch } from './expiry/expire-batch.js';
 export type { ExpireBatchOptions, ExpireBatchResult } from './expiry/expire-batch.js';

@@ -1,5 +1,6 @@
 import { expect, it } from 'vitest';
-import { ConfigurationError, type OutboxEvent, ReservationEngine, retryDelayMs, runOutboxBatch } from '../src/index.js';
+import { ConfigurationError, type OutboxEvent, ReservationEngine, runOutboxBatch } from '../src/index.js';
+import { retryDelayMs } from '../src/outbox/run-outbox-batch.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
 
 it('retryDelayMs: min(max, base·2^(attempt−1)) × a factor in [0.5, 1]', () => {
