@@ -30,7 +30,7 @@ export {
   OutcomeUnknownError,
   UnsupportedDatabaseError,
 } from './errors.js';
-export type { ReservationErrorCode } from './errors.js';
+export type { ReservationErrorCode, ValidationIssue } from './errors.js';
 export { MAX_QUANTITY, MAX_AVAILABLE_QUANTITY, MAX_TTL_SECONDS, MAX_BATCH_LIMIT } from './validation.js';
 export type {
   Item,

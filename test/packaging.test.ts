@@ -29,3 +29,49 @@ it('declares the drivers as optional peer dependencies', () => {
   }
   expect(pkg.peerDependencies.kysely).toBeDefined();
 });
+
+it('exports exactly the documented public surface: nothing internal', async () => {
+  const lib = await import('../src/index.js');
+  expect(Object.keys(lib).sort()).toEqual(
+    [
+      'ConfigurationError',
+      'DEFAULT_TABLE_PREFIX',
+      'DuplicateSkuError',
+      'IdempotencyConflictError',
+      'InsufficientStockError',
+      'InvalidStateError',
+      'MAX_AVAILABLE_QUANTITY',
+      'MAX_BATCH_LIMIT',
+      'MAX_QUANTITY',
+      'MAX_TTL_SECONDS',
+      'NotFoundError',
+      'OutcomeUnknownError',
+      'PGliteDialect',
+      'PROBLEM_CONTENT_TYPE',
+      'ReservationEngine',
+      'ReservationError',
+      'TransactionConflictError',
+      'UnsupportedDatabaseError',
+      'ValidationError',
+      'createEmbeddedDatabase',
+      'expireBatch',
+      'migrateToLatest',
+      'reservationEngineMigrationProvider',
+      'reservationEngineMigrations',
+      'runOutboxBatch',
+      'toProblem',
+    ].sort(),
+  );
+  // Every code the library throws is in the README's error table.
+  const readme = readFileSync(path.resolve(SRC, '../README.md'), 'utf8');
+  const codes = readFileSync(path.join(SRC, 'errors.ts'), 'utf8').match(/export type ReservationErrorCode =([\s\S]*?);/)![1]!.match(/'([A-Z_]+)'/g)!;
+  expect(codes.length).toBeGreaterThanOrEqual(14);
+  for (const code of codes) expect(readme).toContain(`\`${code.slice(1, -1)}\``);
+});
+
+it('ships a LICENSE matching package.json', () => {
+  const pkg = JSON.parse(readFileSync(path.resolve(SRC, '../package.json'), 'utf8'));
+  expect(pkg.license).toBe('MIT');
+  expect(pkg.files).toContain('LICENSE');
+  expect(readFileSync(path.resolve(SRC, '../LICENSE'), 'utf8')).toMatch(/^MIT License/);
+});
