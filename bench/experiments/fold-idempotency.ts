@@ -89,7 +89,7 @@ const spec: ClosedLoopSpec<Fixture> = {
         return {
           async op() {
             const r = pick(f.existing);
-            const { rows } = await pool.withConnection((conn) => conn.query(s.findByKey.sql, [r.key]));
+            const { rows } = await pool.withConnection((conn) => conn.query(s.findByKey.sql, ['', r.key]));
             if (rows[0]?.id !== r.id) throw new Error('not replayed');
           },
           close: () => pool.end(),

@@ -6,7 +6,15 @@
  */
 import mysql from 'mysql2';
 import pg from 'pg';
-import type { PGliteLike } from '../../src/index.js';
+import { DEFAULT_TABLE_PREFIX, type PGliteLike } from '../../src/index.js';
+
+/**
+ * The engine keeps its tables under a prefix (`reservation_engine_items`, …); the baselines'
+ * SQL names them as the engine's queries do (`items`, …), and this puts the prefix in.
+ */
+export function prefixTables(sql: string): string {
+  return sql.replace(/\b(items|reservations|idempotency_requests|restock_requests|outbox)\b/g, `${DEFAULT_TABLE_PREFIX}$1`);
+}
 
 export interface RawResult {
   rows: any[];
@@ -33,7 +41,7 @@ export async function mysqlRawPool(url: string, connections: number): Promise<Ra
   const wrap = (conn: mysql.PoolConnection | mysql.Pool): RawConnection => ({
     query: (sql, params) =>
       new Promise((resolve, reject) => {
-        conn.query(sql, params, (error, result) => {
+        conn.query(prefixTables(sql), params, (error, result) => {
           if (error) reject(error);
           else if (Array.isArray(result)) resolve({ rows: result, affectedRows: 0 });
           else resolve({ rows: [], affectedRows: (result as mysql.ResultSetHeader).affectedRows });
@@ -59,7 +67,7 @@ export async function postgresRawPool(url: string, connections: number): Promise
   const pool = new pg.Pool({ connectionString: url, max: connections });
   const wrap = (client: pg.PoolClient | pg.Pool): RawConnection => ({
     async query(sql, params) {
-      const result = await client.query(sql, params as unknown[] | undefined);
+      const result = await client.query(prefixTables(sql), params as unknown[] | undefined);
       return { rows: result.rows, affectedRows: result.rowCount ?? 0 };
     },
   });
@@ -83,7 +91,7 @@ export function pgliteRawPool(pglite: PGliteLike): RawPool {
   let queue: Promise<void> = Promise.resolve();
   const connection: RawConnection = {
     async query(sql, params) {
-      const result = await pglite.query<any>(sql, params, { rowMode: 'object' });
+      const result = await pglite.query<any>(prefixTables(sql), params, { rowMode: 'object' });
       return { rows: result.rows, affectedRows: result.affectedRows ?? 0 };
     },
   };
