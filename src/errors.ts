@@ -137,7 +137,7 @@ export class ConfigurationError extends ReservationError {
   }
 }
 
-/** The item or reservation does not exist (unknown or malformed id). Status 404. */
+/** No item or reservation has this id (a malformed id is a {@link ValidationError}). Status 404. */
 export class NotFoundError extends ReservationError {
   static override readonly codes: readonly string[] = ['ITEM_NOT_FOUND', 'RESERVATION_NOT_FOUND'];
   declare readonly code: 'ITEM_NOT_FOUND' | 'RESERVATION_NOT_FOUND';

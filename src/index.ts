@@ -9,7 +9,6 @@ export type {
   RestockInput,
 } from './engine/reservation-engine.js';
 export type { WriteOptions } from './engine/host-transaction.js';
-export type { DatabaseKind } from './dialects/index.js';
 export { DEFAULT_TABLE_PREFIX } from './schema/tables.js';
 export { runOutboxBatch } from './outbox/run-outbox-batch.js';
 export type { OutboxBatchResult, OutboxHandler, OutboxHandlerContext, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
@@ -36,6 +35,7 @@ export type {
   Item,
   Reservation,
   ReservationStatus,
+  DatabaseKind,
   OutboxEvent,
   OutboxEventType,
   ReservationEventPayload,

@@ -1,5 +1,8 @@
 import type { Generated } from 'kysely';
 
+/** The databases the engine runs on: `mysql` (MySQL 8, MariaDB ≥ 10.6) or `postgres` (PostgreSQL ≥ 13, PGlite). */
+export type DatabaseKind = 'mysql' | 'postgres';
+
 /** Where a reservation is in its life: PENDING until confirmed, cancelled or expired. */
 export type ReservationStatus = 'PENDING' | 'CONFIRMED' | 'CANCELLED' | 'EXPIRED';
 

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import type { DatabaseKind } from '../types.js';
 import { UnsupportedDatabaseError } from '../errors.js';
 import type { SqlDialect } from './dialect.js';
 import { mysqlDialect } from './mysql.js';
@@ -6,8 +7,7 @@ import { postgresDialect } from './postgres.js';
 
 export type { SqlDialect } from './dialect.js';
 
-/** The databases the engine runs on: `mysql` (MySQL 8, MariaDB ≥ 10.6) or `postgres` (PostgreSQL ≥ 13, PGlite). */
-export type DatabaseKind = 'mysql' | 'postgres';
+export type { DatabaseKind } from '../types.js';
 
 const BY_KIND: Readonly<Record<DatabaseKind, SqlDialect>> = Object.freeze({ mysql: mysqlDialect, postgres: postgresDialect });
 
