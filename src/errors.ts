@@ -228,7 +228,7 @@ export class TransactionConflictError extends ReservationError {
   ) {
     super(
       options.hosted
-        ? 'The database reported a lock conflict inside your transaction (a deadlock or lock timeout); roll it back and retry the whole transaction'
+        ? 'The database reported a lock conflict inside your transaction (a deadlock, lock timeout or serialization failure); roll it back and retry the whole transaction'
         : `The database reported lock conflicts ${attempts} times in a row; try again`,
       'TRANSACTION_CONFLICT',
       503,

@@ -264,6 +264,63 @@ describeEachDialect('inside a host app', (t) => {
   });
 
   if (t.name !== 'pglite') {
+    it("concurrent host transactions reserving with nearby keys never deadlock each other (no gap locks from the key lookup)", async () => {
+      const engine = new ReservationEngine({ db: t.db, clock: () => at });
+      const item = await engine.createItem({ sku: unique(), name: 'x', availableQuantity: 10_000 });
+      const db = t.connect(8);
+      for (let round = 0; round < 10; round++) {
+        let arrived = 0;
+        let allIn!: () => void;
+        const barrier = new Promise<void>((resolve) => (allIn = resolve));
+        const outcomes = await Promise.allSettled(
+          Array.from({ length: 6 }, (_, i) =>
+            db.transaction().execute(async (trx) => {
+              // Each host transaction reads first (taking its snapshot), as a host's would.
+              await trx.selectFrom('items').select('id').where('id', '=', item.id).execute();
+              if (++arrived === 6) allIn();
+              await barrier;
+              await engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: `near-${round}-${i}` }, { trx });
+            }),
+          ),
+        );
+        expect(outcomes.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason))).toEqual([]);
+      }
+      expect(await engine.getItem(item.id)).toMatchObject({ availableQuantity: 10_000 - 60, heldQuantity: 60 });
+    });
+
+    it('a cancel refused by a lock timeout inside a host transaction leaves none of its writes behind, and the transaction usable', async () => {
+      const engine = new ReservationEngine({ db: t.db, clock: () => at });
+      const item = await engine.createItem({ sku: unique(), name: 'x', availableQuantity: 10 });
+      const { reservation } = await engine.reserve({ itemId: item.id, quantity: 2, idempotencyKey: 'c' });
+      const events = await t.count('outbox');
+      // Another transaction holds the item's row lock.
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((resolve) => (locked = resolve));
+      const holder = t.connect(1).transaction().execute(async (trx) => {
+        await trx.selectFrom('items').select('id').where('id', '=', item.id).forUpdate().execute();
+        locked();
+        await released;
+      });
+      await isLocked;
+      try {
+        await t.connect(1, { lockTimeoutMs: 300 }).transaction().execute(async (trx) => {
+          const error = await caught(() => engine.cancel(reservation.id, { trx }));
+          expect(error).toBeInstanceOf(TransactionConflictError);
+          expect(error.message).toMatch(/retry the whole transaction/);
+          // The host's transaction still works, and holds none of the cancel's writes.
+          expect((await trx.selectFrom('reservations').select('status').where('id', '=', reservation.id).executeTakeFirstOrThrow()).status).toBe('PENDING');
+          expect(Number((await trx.selectFrom('outbox').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)).toBe(events);
+        });
+      } finally {
+        release();
+        await holder;
+      }
+      expect((await engine.getReservation(reservation.id))?.status).toBe('PENDING');
+      expect(await engine.getItem(item.id)).toMatchObject({ availableQuantity: 8, heldQuantity: 2 });
+    });
+
     it('a deadlock inside a host transaction is not retried: TRANSACTION_CONFLICT says to retry the whole transaction', async () => {
       const engine = new ReservationEngine({ db: t.db, clock: () => at });
       const a = await engine.createItem({ sku: unique(), name: 'a', availableQuantity: 10 });

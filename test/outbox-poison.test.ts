@@ -135,19 +135,40 @@ describeEachDialect('poison outbox events', (t) => {
 
   it('hands back undelivered events when the lease has no room for another full delivery, without counting an attempt', async () => {
     await eventsOf(t.db, [1, 2, 3]);
+    // Each delivery takes 600 ms of a 2,000 ms lease: the third would start with 800 ms left,
+    // less than one handler timeout (1,000 ms).
     const result = await runOutboxBatch({
       db: t.db,
       now: at(1),
-      leaseMs: 600,
-      handlerTimeoutMs: 400,
-      handler: () => new Promise((resolve) => setTimeout(resolve, 250)),
+      leaseMs: 2000,
+      handlerTimeoutMs: 1000,
+      handler: () => new Promise((resolve) => setTimeout(resolve, 600)),
     });
-    expect(result).toEqual({ processed: 1, failed: 0, deadLettered: 0, released: 2 });
+    expect(result).toEqual({ processed: 2, failed: 0, deadLettered: 0, released: 1 });
     const rows = await t.db.selectFrom('outbox').selectAll().orderBy('id').execute();
-    expect(rows.slice(1).map((r) => [r.attempts, r.locked_until, r.available_at])).toEqual([
-      [0, null, at(1)],
-      [0, null, at(1)],
+    expect(rows.map((r) => [r.attempts, r.locked_until, r.processed_at === null])).toEqual([
+      [1, null, false],
+      [1, null, false],
+      [0, null, true],
     ]);
+    expect(rows[2]!.available_at).toEqual(at(1));
+  });
+
+  it('a handler that first asks for its signal after the timeout gets one that is aborted already', async () => {
+    await eventsOf(t.db, [1]);
+    let aborted: boolean | undefined;
+    const result = await runOutboxBatch({
+      db: t.db,
+      now: at(1),
+      handlerTimeoutMs: 50,
+      handler: async (_event, context) => {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        aborted = context.signal.aborted;
+      },
+    });
+    expect(result).toMatchObject({ failed: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(aborted).toBe(true);
   });
 });
 

@@ -71,6 +71,17 @@ describeEachDialect('stock bounds', (t) => {
     expect(await stock(poisoned.id)).toEqual({ available: 10, held: 0 });
   });
 
+  it('expireBatch reports a sweep that fails on every row (a broken set-up), rather than counting them all as failed', async () => {
+    const early = new ReservationEngine({ db: t.db, clock: () => new Date(at.getTime() - 1000), defaultTtlSeconds: 60 });
+    for (const sku of [unique(), unique()]) {
+      const item = await engine().createItem({ sku, name: 'poisoned', availableQuantity: 10 });
+      await early.reserve({ itemId: item.id, quantity: 5, idempotencyKey: sku });
+      await t.db.updateTable('items').set({ available_quantity: MAX_AVAILABLE_QUANTITY }).where('id', '=', item.id).execute();
+    }
+    expect(await caught(() => expireBatch({ db: t.db, now: new Date(at.getTime() + 120_000) }))).toBeInstanceOf(Error);
+    expect(await t.count('reservations', (q) => q.where('status', '=', 'PENDING'))).toBe(2);
+  });
+
   it('restock with an idempotency key adds its units once; another request with the key is a conflict', async () => {
     const item = await engine().createItem({ sku: unique(), name: 'x', availableQuantity: 1 });
     expect((await engine().restock({ itemId: item.id, quantity: 5, idempotencyKey: 'delivery-1' })).availableQuantity).toBe(6);

@@ -11,9 +11,11 @@ export interface WriteOptions {
    * A transaction of the host's (`db.transaction().execute(async (trx) => …)`) whose fate this
    * call's writes share: committed with it, or gone with its rollback (stock, reservation, event,
    * idempotency key all as before). The item's row lock is then held until the host commits, and
-   * the transaction keeps the host's isolation level. A deadlock or lock timeout is not retried
-   * inside it (the database has ended or spoiled the host's transaction): it throws a
-   * {@link TransactionConflictError} saying to retry the whole transaction.
+   * the transaction keeps the host's isolation level. The engine's statements run under a
+   * savepoint: when a call fails, its writes are undone and the host's transaction stays usable.
+   * A deadlock, lock timeout or serialization failure is not retried inside it (a deadlock rolls
+   * back the whole transaction on MySQL/MariaDB): it throws a {@link TransactionConflictError}
+   * saying to roll back and retry the whole transaction.
    * @defaultValue none: the call runs in a transaction of its own, retried on deadlocks
    */
   readonly trx?: Kysely<any>;

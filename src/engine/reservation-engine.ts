@@ -271,15 +271,18 @@ export class ReservationEngine {
         } catch (error) {
           if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
           // The key is taken (maybe by a concurrent retry that committed first): replay or refuse.
-          const earlier = await target.db
+          // In a host's transaction a locking read sees the latest committed row, not its snapshot.
+          let lookup = target.db
             .selectFrom('restock_requests')
             .select('payload_hash')
             .where('idempotency_scope', '=', key.scope)
-            .where('idempotency_key', '=', key.key)
-            .executeTakeFirst();
+            .where('idempotency_key', '=', key.key);
+          if (target.hosted) lookup = lookup.forUpdate();
+          const earlier = await lookup.executeTakeFirst();
           if (earlier && earlier.payload_hash !== key.hash) throw new IdempotencyConflictError(key.key);
           if (earlier) return this.#requireItem(target.db, itemId);
-          if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error);
+          // Invisible to the host's snapshot (REPEATABLE READ): only a new transaction can see it.
+          if (target.hosted || round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
         }
       }
     });
@@ -358,9 +361,13 @@ export class ReservationEngine {
     const { idempotencyKey } = request;
 
     return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
-      for (let round = 1; ; round++) {
-        const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey);
+      for (let round = 1, afterDuplicate = false; ; round++) {
+        // In a host's transaction the first look is a plain read: a locking read of a key that is
+        // not there would take a gap lock on MySQL/MariaDB, and two hosts inserting nearby keys
+        // would deadlock. After a duplicate key the row exists, and a locking read sees it.
+        const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: target.hosted && afterDuplicate });
         if (earlier) return replay(earlier, hash, idempotencyKey);
+        if (target.hosted && afterDuplicate) throw new TransactionConflictError(round, undefined, { hosted: true });
         let written: { reservation: Reservation; outcome: ReserveOutcome };
         try {
           written = await this.#insertReservation(target, { ...request, scope, ttlSeconds, hash });
@@ -368,14 +375,15 @@ export class ReservationEngine {
           // A concurrent request with the same key committed first (our INSERT waited for it):
           // the next round reads and replays its result, outside the failed transaction's snapshot.
           if (!this.#dialect.isDuplicateKey(error)) throw error;
-          if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error);
+          if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
+          afterDuplicate = true;
           continue;
         }
         const { reservation, outcome } = written;
         if (outcome.reserved) return { reservation, replayed: false };
         // The stock may be gone because a concurrent request with this key took it (PostgreSQL
         // decrements first, so it never reached the key's unique index): answer as its replay.
-        const winner = await this.#findByIdempotencyKey(target, scope, idempotencyKey);
+        const winner = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: false });
         if (winner) return replay(winner, hash, idempotencyKey);
         if (outcome.available === null) throw new NotFoundError('item', request.itemId);
         throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
@@ -434,33 +442,41 @@ export class ReservationEngine {
     const target = writeTarget(this.#db, this.#names, options);
     const advice = `${action === 'confirm' ? 'Confirm' : 'Cancel'} it again: a repeat returns the reservation unchanged if the first attempt committed.`;
     return this.#unknownOutcome(action, advice, { retry: !target.hosted }, () =>
-      transact(target, this.#dialect, async (db) => {
-        const now = this.#now();
-        let update = db.updateTable('reservations').set({ status: step.to, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING');
-        if (step.guard) update = step.guard(update, now);
-        const result = await update.executeTakeFirst();
-        const row = await db.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
-        if (!row) throw new NotFoundError('reservation', reservationId);
-        const reservation = toReservation(row);
-        if (Number(result.numUpdatedRows) === 1) {
-          await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
-          // Lock order reservation → item, as everywhere: no deadlock cycles.
-          const { available, held } = step.release(reservation);
-          await db
-            .updateTable('items')
-            .set((eb) => ({
-              available_quantity: eb('available_quantity', '+', available),
-              held_quantity: eb('held_quantity', '+', held),
-              updated_at: now,
-            }))
-            .where('id', '=', reservation.itemId)
-            .execute();
-          return reservation;
-        }
-        if (reservation.status === step.to) return reservation;
-        throw step.refused(reservation, action);
+      transact(target, this.#dialect, (db) => {
+        const writes = () => this.#transitionWrites(db, id, reservationId, action, step);
+        // In a host's transaction under a savepoint: a refused or failed transition leaves none of
+        // its writes behind, and the host's transaction usable.
+        return target.hosted ? underSavepoint(db, writes) : writes();
       }),
     );
+  }
+
+  /** The transition's statements: the conditional UPDATE, then its event and the stock release, or why not. */
+  async #transitionWrites(db: Kysely<Database>, id: string, reservationId: string, action: 'confirm' | 'cancel', step: TransitionStep): Promise<Reservation> {
+    const now = this.#now();
+    let update = db.updateTable('reservations').set({ status: step.to, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING');
+    if (step.guard) update = step.guard(update, now);
+    const result = await update.executeTakeFirst();
+    const row = await db.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+    if (!row) throw new NotFoundError('reservation', reservationId);
+    const reservation = toReservation(row);
+    if (Number(result.numUpdatedRows) === 1) {
+      await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
+      // Lock order reservation → item, as everywhere: no deadlock cycles.
+      const { available, held } = step.release(reservation);
+      await db
+        .updateTable('items')
+        .set((eb) => ({
+          available_quantity: eb('available_quantity', '+', available),
+          held_quantity: eb('held_quantity', '+', held),
+          updated_at: now,
+        }))
+        .where('id', '=', reservation.itemId)
+        .execute();
+      return reservation;
+    }
+    if (reservation.status === step.to) return reservation;
+    throw step.refused(reservation, action);
   }
 
   /**
@@ -503,12 +519,12 @@ export class ReservationEngine {
     });
   }
 
-  async #findByIdempotencyKey(target: WriteTarget, scope: string, idempotencyKey: string): Promise<EarlierRequest | undefined> {
+  async #findByIdempotencyKey(target: WriteTarget, scope: string, idempotencyKey: string, { lock }: { lock: boolean }): Promise<EarlierRequest | undefined> {
     let row: LookupRow | undefined;
     if (target.hosted) {
-      // A locking read: inside the host's transaction it sees the latest committed row, not the
-      // snapshot of the host's first read.
-      row = await lookupQuery(target.db, scope, idempotencyKey).forUpdate().executeTakeFirst();
+      // A locking read sees the latest committed row, not the snapshot of the host's first read.
+      const query = lookupQuery(target.db, scope, idempotencyKey);
+      row = await (lock ? query.forUpdate() : query).executeTakeFirst();
     } else {
       // Compiled once per engine: this runs before every reserve and is all a replay costs.
       const query: LookupQuery = (this.#lookupQuery ??= lookupQuery(this.#db, '', '').compile());

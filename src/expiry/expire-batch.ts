@@ -101,14 +101,18 @@ async function expireOneByOne(db: Kysely<Database>, dialect: SqlDialect, now: Da
   const due = await dueReservations(db, now, limit, { lock: false });
   let expired = 0;
   let failed = 0;
+  let lastError: unknown;
   for (const { id } of due) {
     try {
       expired += await expireDue(db, dialect, now, { limit: 1, id });
     } catch (error) {
       if (dialect.isConnectionError(error)) throw error;
       failed++;
+      lastError = error;
     }
   }
+  // Every row failing is no bad row but a broken sweep (a privilege, the schema): say so.
+  if (failed > 0 && expired === 0 && failed === due.length && due.length > 1) throw lastError;
   return { expired, failed };
 }
 

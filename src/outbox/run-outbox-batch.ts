@@ -74,7 +74,7 @@ export interface RunOutboxBatchOptions {
   readonly leaseMs?: number;
   /**
    * How long one delivery may take: then the handler's `signal` is aborted and the attempt
-   * counts as failed. Less than `leaseMs`.
+   * counts as failed. At most half of `leaseMs`.
    * @defaultValue 10000, or a third of `leaseMs` if that is less
    */
   readonly handlerTimeoutMs?: number;
@@ -93,7 +93,7 @@ export interface OutboxBatchResult {
   readonly failed: number;
   /**
    * Dead-lettered: the handler failed for the `maxAttempts`-th time, or earlier deliveries used up
-   * the attempts without reporting back, or the stored event cannot be read.
+   * the attempts without reporting back (the worker crashed, or hung past its lease).
    */
   readonly deadLettered: number;
   /** Claimed but handed back undelivered (the lease had too little time left); due again at once. */
@@ -115,7 +115,8 @@ const optionsSchema = z
     now: dateSchema.optional(),
   })
   .refine((o) => o.maxDelayMs >= o.baseDelayMs, { error: 'must not be less than baseDelayMs', path: ['maxDelayMs'] })
-  .refine((o) => o.handlerTimeoutMs === undefined || o.handlerTimeoutMs < o.leaseMs, { error: 'must be less than leaseMs', path: ['handlerTimeoutMs'] });
+  // Room for at least one whole delivery in every lease, whatever the claim took.
+  .refine((o) => o.handlerTimeoutMs === undefined || o.handlerTimeoutMs * 2 <= o.leaseMs, { error: 'must be at most half of leaseMs', path: ['handlerTimeoutMs'] });
 
 type Options = z.output<typeof optionsSchema> & { readonly handlerTimeoutMs: number };
 
@@ -209,6 +210,7 @@ class AckQueue {
   }
 
   push(rowId: string | number): void {
+    if (this.#error) return;
     this.#waiting.push(rowId);
     if (!this.#inFlight) this.#inFlight = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#write());
   }
@@ -242,24 +244,28 @@ class AckQueue {
 async function deliver(handler: OutboxHandler, { event }: ClaimedEvent, timeoutMs: number): Promise<unknown> {
   // The AbortController and the timer cost only handlers that use the signal or return a promise.
   let controller: AbortController | undefined;
+  let timedOut: Error | undefined;
   const context: OutboxHandlerContext = {
     get signal() {
-      return (controller ??= new AbortController()).signal;
+      controller ??= new AbortController();
+      // A signal first asked for after the timeout is aborted already.
+      if (timedOut && !controller.signal.aborted) controller.abort(timedOut);
+      return controller.signal;
     },
   };
   let timer: NodeJS.Timeout | undefined;
   try {
     const result = handler(event, context);
     if (!isThenable(result)) return undefined;
-    const timedOut = new Promise<never>((_, reject) => {
+    const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const error = new Error(`The handler did not settle within handlerTimeoutMs (${timeoutMs} ms)`);
-        error.name = 'HandlerTimeoutError';
-        controller?.abort(error);
-        reject(error);
+        timedOut = new Error(`The handler did not settle within handlerTimeoutMs (${timeoutMs} ms)`);
+        timedOut.name = 'HandlerTimeoutError';
+        controller?.abort(timedOut);
+        reject(timedOut);
       }, timeoutMs);
     });
-    await Promise.race([result, timedOut]);
+    await Promise.race([result, timeout]);
     return undefined;
   } catch (error) {
     return error ?? new Error(`The handler threw ${String(error)}`);
