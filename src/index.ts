@@ -46,6 +46,12 @@ export type {
   RestockRequestsTable,
   OutboxTable,
 } from './types.js';
+export { purgeBatch } from './retention/purge-batch.js';
+export type { PurgeBatchOptions, PurgeBatchResult, RetentionPeriods } from './retention/purge-batch.js';
+export { listDeadLetters, retryDeadLetters } from './outbox/dead-letters.js';
+export type { DeadLetter, ListDeadLettersOptions, RetryDeadLettersOptions } from './outbox/dead-letters.js';
+export { getBacklog } from './operations/backlog.js';
+export type { Backlog, BacklogOptions } from './operations/backlog.js';
 export { createEmbeddedDatabase } from './embedded/create-embedded-database.js';
 export type { EmbeddedDatabaseOptions } from './embedded/create-embedded-database.js';
 export { PGliteDialect } from './embedded/pglite-dialect.js';

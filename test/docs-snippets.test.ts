@@ -34,7 +34,8 @@ function tsdocSnippets(): Snippet[] {
   });
 }
 
-const LIBRARY_IMPORT = "import * as lib from 'reservation-engine';\nconst { ReservationEngine, ReservationError, expireBatch, runOutboxBatch, migrateToLatest, createEmbeddedDatabase, toProblem } = lib;\n";
+/** A sample without imports of its own may use every export of the library, as if imported. */
+const LIBRARY_IMPORT = `import { ${Object.keys(await import('../src/index.js')).join(', ')} } from 'reservation-engine';\n`;
 
 afterAll(() => rmSync(OUT, { recursive: true, force: true }));
 

@@ -7,6 +7,7 @@ import { engineDb, schemaNames } from '../schema/tables.js';
 import { databaseKindSchema, kyselySchema, parseOptions } from '../validation.js';
 import { initialMigration } from './0001-initial.js';
 import { reserveRoutineMigration } from './0002-reserve-routine.js';
+import { retentionIndexesMigration } from './0003-retention-indexes.js';
 
 /** Options of {@link migrateToLatest} and {@link reservationEngineMigrations}. */
 export interface MigrationOptions {
@@ -47,6 +48,7 @@ export function reservationEngineMigrations(options: MigrationOptions = {}): Rea
   return Object.freeze({
     reservation_engine_0001_initial: step(initialMigration),
     reservation_engine_0002_reserve_routine: step(reserveRoutineMigration),
+    reservation_engine_0003_retention_indexes: step(retentionIndexesMigration),
   });
 }
 

@@ -1,0 +1,197 @@
+import type { Kysely } from 'kysely';
+import { z } from 'zod';
+import { withStore } from '../schema/store.js';
+import { inTransaction } from '../transaction.js';
+import type { Database, DatabaseKind } from '../types.js';
+import { uuidv7LowerBound } from '../uuid.js';
+import { dateSchema, dbOptionsShape, integer, MAX_BATCH_LIMIT, parseOptions } from '../validation.js';
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+/** How long each kind of row is kept, in milliseconds. */
+export interface RetentionPeriods {
+  /**
+   * Delivered outbox events, counted from their delivery. Dead-lettered and pending events are
+   * never purged (see `retryDeadLetters`).
+   * @defaultValue 604800000 (7 days)
+   */
+  readonly processedEventsMs?: number;
+  /**
+   * Idempotency keys of `reserve` and `restock`, counted from the request: 24 hours, as payment
+   * APIs promise. A key whose reservation is still PENDING is kept until it is not. After its
+   * key is purged, a request with the same key is a new request: it makes a new reservation.
+   * @defaultValue 86400000 (24 hours)
+   */
+  readonly idempotencyKeysMs?: number;
+  /**
+   * Finished (CONFIRMED, CANCELLED, EXPIRED) reservations, counted from their creation; at least
+   * `idempotencyKeysMs`. PENDING reservations are never purged.
+   * @defaultValue never: reservations are business records, kept unless you say otherwise
+   */
+  readonly finishedReservationsMs?: number;
+}
+
+/** Options of {@link purgeBatch}. */
+export interface PurgeBatchOptions extends RetentionPeriods {
+  /** The host's Kysely instance (see {@link ReservationEngineOptions.db}). */
+  readonly db: Kysely<any>;
+  /**
+   * The prefix of the engine's tables (see {@link ReservationEngineOptions.tablePrefix}).
+   * @defaultValue 'reservation_engine_'
+   */
+  readonly tablePrefix?: string;
+  /**
+   * Which database `db` talks to (see {@link ReservationEngineOptions.dialect}).
+   * @defaultValue detected from the Kysely adapter
+   */
+  readonly dialect?: DatabaseKind;
+  /**
+   * Most rows of each kind deleted by this call, 1–10,000.
+   * @defaultValue 1000
+   */
+  readonly limit?: number;
+  /**
+   * The time this call treats as current.
+   * @defaultValue the current time
+   */
+  readonly now?: Date;
+}
+
+/** What {@link purgeBatch} deleted, per kind. */
+export interface PurgeBatchResult {
+  readonly outboxEvents: number;
+  readonly idempotencyKeys: number;
+  readonly restockKeys: number;
+  readonly reservations: number;
+}
+
+const period = (max: number) => integer(0, max).optional();
+
+const optionsSchema = z
+  .strictObject({
+    ...dbOptionsShape,
+    limit: integer(1, MAX_BATCH_LIMIT).default(1000),
+    now: dateSchema.optional(),
+    processedEventsMs: period(3650 * DAY_MS),
+    idempotencyKeysMs: period(3650 * DAY_MS),
+    finishedReservationsMs: period(3650 * DAY_MS),
+  })
+  .refine((o) => o.finishedReservationsMs === undefined || o.finishedReservationsMs >= (o.idempotencyKeysMs ?? DAY_MS), {
+    error: 'must be at least idempotencyKeysMs (a reservation outlives its key)',
+    path: ['finishedReservationsMs'],
+  });
+
+const FINISHED = ['CONFIRMED', 'CANCELLED', 'EXPIRED'] as const;
+
+/**
+ * Retention: deletes, in bounded batches, delivered outbox events and idempotency keys older than
+ * their retention period, and (only if `finishedReservationsMs` is given) finished reservations.
+ * Call it until every count is below `limit` to drain; from cron, or every few minutes from a
+ * worker. Safe to run from several processes at once.
+ *
+ * @throws {OutcomeUnknownError} the connection failed; run it again
+ *
+ * @example
+ * ```ts
+ * const { outboxEvents, idempotencyKeys } = await purgeBatch({ db, processedEventsMs: 3 * 24 * 3_600_000 });
+ * ```
+ */
+export async function purgeBatch(options: PurgeBatchOptions): Promise<PurgeBatchResult> {
+  const o = parseOptions(optionsSchema, options);
+  const now = (o.now ?? new Date()).getTime();
+  const keysBefore = new Date(now - (o.idempotencyKeysMs ?? DAY_MS));
+  return withStore(o, 'purgeBatch', 'Run it again: it deletes only what is past its retention.', async ({ db, dialect }) => ({
+    outboxEvents: await purgeEvents(db, new Date(now - (o.processedEventsMs ?? 7 * DAY_MS)), o.limit),
+    idempotencyKeys: await purgeReserveKeys(db, keysBefore, o.limit),
+    restockKeys: await purgeRestockKeys(db, keysBefore, o.limit),
+    reservations:
+      o.finishedReservationsMs === undefined
+        ? 0
+        : await inTransaction(db, dialect, (trx) => purgeReservations(trx, new Date(now - o.finishedReservationsMs!), o.limit)),
+  }));
+}
+
+/** Delivered events, oldest delivery first (index on processed_at). */
+async function purgeEvents(db: Kysely<Database>, before: Date, limit: number): Promise<number> {
+  const rows = await db.selectFrom('outbox').select('id').where('processed_at', '<', before).orderBy('processed_at').limit(limit).execute();
+  if (rows.length === 0) return 0;
+  const result = await db
+    .deleteFrom('outbox')
+    .where(
+      'id',
+      'in',
+      rows.map((r) => r.id),
+    )
+    .where('processed_at', '<', before)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+/** Keys of reserve requests whose reservation is no longer PENDING (or gone). */
+async function purgeReserveKeys(db: Kysely<Database>, before: Date, limit: number): Promise<number> {
+  const keys = await db
+    .selectFrom('idempotency_requests as i')
+    .leftJoin('reservations as r', 'r.id', 'i.reservation_id')
+    .select(['i.idempotency_scope', 'i.idempotency_key'])
+    .where('i.created_at', '<', before)
+    .where((eb) => eb.or([eb('r.id', 'is', null), eb('r.status', '!=', 'PENDING')]))
+    .orderBy('i.created_at')
+    .limit(limit)
+    .execute();
+  return deleteKeys(db, 'idempotency_requests', keys);
+}
+
+async function purgeRestockKeys(db: Kysely<Database>, before: Date, limit: number): Promise<number> {
+  const keys = await db
+    .selectFrom('restock_requests')
+    .select(['idempotency_scope', 'idempotency_key'])
+    .where('created_at', '<', before)
+    .orderBy('created_at')
+    .limit(limit)
+    .execute();
+  return deleteKeys(db, 'restock_requests', keys);
+}
+
+async function deleteKeys(
+  db: Kysely<Database>,
+  table: 'idempotency_requests' | 'restock_requests',
+  keys: ReadonlyArray<{ idempotency_scope: string; idempotency_key: string }>,
+): Promise<number> {
+  if (keys.length === 0) return 0;
+  const result = await db
+    .deleteFrom(table)
+    .where((eb) => eb.or(keys.map((k) => eb.and([eb('idempotency_scope', '=', k.idempotency_scope), eb('idempotency_key', '=', k.idempotency_key)]))))
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+/**
+ * Finished reservations created before `before`, oldest first: ids are UUID v7, so "created
+ * before" is a primary-key range. Their keys go with them (a replay must never find a key
+ * without its reservation).
+ */
+async function purgeReservations(trx: Kysely<Database>, before: Date, limit: number): Promise<number> {
+  const rows = await trx
+    .selectFrom('reservations')
+    .select(['id', 'idempotency_scope', 'idempotency_key'])
+    .where('id', '<', uuidv7LowerBound(before.getTime()))
+    .where('status', 'in', FINISHED)
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+  if (rows.length === 0) return 0;
+  await deleteKeys(trx, 'idempotency_requests', rows);
+  const result = await trx
+    .deleteFrom('reservations')
+    .where(
+      'id',
+      'in',
+      rows.map((r) => r.id),
+    )
+    .where('status', 'in', FINISHED)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
