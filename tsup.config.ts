@@ -1,12 +1,26 @@
 import { defineConfig } from 'tsup';
 
-export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['esm', 'cjs'],
-  dts: true,
-  sourcemap: true,
-  clean: true,
-  target: 'node20',
-  // Drivers and Kysely come from the host application.
-  external: ['kysely', 'mysql2', 'pg', '@electric-sql/pglite'],
-});
+// Drivers and Kysely come from the host application.
+const external = ['kysely', 'mysql2', 'pg', '@electric-sql/pglite'];
+
+// `npm run build` empties dist/ first: these two builds run side by side and must not clean it.
+export default defineConfig([
+  {
+    entry: ['src/index.ts'],
+    format: ['esm', 'cjs'],
+    dts: true,
+    sourcemap: true,
+    clean: false,
+    target: 'node20',
+    external,
+  },
+  {
+    // The `reservation-engine` command: one ES module with its shebang.
+    entry: { cli: 'src/cli/main.ts' },
+    format: ['esm'],
+    sourcemap: true,
+    clean: false,
+    target: 'node20',
+    external,
+  },
+]);

@@ -6,7 +6,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ReservationEngine, createEmbeddedDatabase } from '../src/index.js';
+import { describeEachDialect, unique } from './support/db.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -21,7 +24,8 @@ beforeAll(() => {
   const tarball = run('npm', ['pack', '--silent', '--pack-destination', scratch], ROOT).trim().split('\n').at(-1)!;
   writeFileSync(path.join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', private: true, type: 'module' }));
   // The host's own dependencies: Kysely and a driver (PGlite here), as the README says to install.
-  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', path.join(scratch, tarball), `kysely@${version('kysely')}`, `@electric-sql/pglite@${version('@electric-sql/pglite')}`]);
+  const drivers = ['mysql2', 'pg', '@electric-sql/pglite'].map((name) => `${name}@${version(name)}`);
+  run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', path.join(scratch, tarball), `kysely@${version('kysely')}`, ...drivers]);
 }, 180_000);
 
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -103,3 +107,101 @@ export type Checks = [ExpireBatchResult['failed'], ReservationPage['next'], Item
     expect(out.trim()).toBe('');
   }
 }, 60_000);
+
+/** `reservation-engine …` as a user runs it: the bin the package installed, in the scratch project. */
+function cli(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(path.join(scratch, 'node_modules/.bin/reservation-engine'), args, {
+    cwd: scratch,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, DATABASE_URL: '', ...env },
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+it('the command explains itself, and refuses what it cannot do in one line with exit code 2 (usage) or 1 (database)', () => {
+  expect(cli(['--help'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: reservation-engine <command>/) });
+  expect(cli(['expire', '--help'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: reservation-engine expire/) });
+  const failures: Array<[string[], number, RegExp]> = [
+    [['status'], 2, /no database: pass --database-url or set DATABASE_URL/],
+    [['launch'], 2, /unknown command "launch"/],
+    [['status', '--database-url', 'oracle://db/x'], 2, /unsupported database URL scheme "oracle"/],
+    [['status', '--database-url', 'pglite:'], 2, /a pglite: URL needs a directory/],
+    [['expire', '--database-url', 'pglite:./x', '--limit', 'lots'], 2, /--limit must be a number from 1 to 10000, got "lots"/],
+    [['expire', '--database-url', 'pglite:./x', '--verbose'], 2, /Unknown option '--verbose'/],
+    [['process-outbox', '--database-url', 'pglite:./x'], 2, /process-outbox needs --handler <module>/],
+    [['process-outbox', '--database-url', 'pglite:./x', '--handler', './missing.mjs'], 2, /cannot load the handler module \.\/missing\.mjs: not found/],
+    [['status', '--database-url', 'mysql://root@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
+    [['status', '--database-url', 'postgres://x@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
+    [['dead-letters', 'retry', '--database-url', 'pglite:./x'], 2, /dead-letters retry needs --id <id> \(repeatable\) or --all/],
+    [['migrate', '--database-url', 'pglite:./x', '--table-prefix', 'bad-prefix'], 1, /tablePrefix: must be 1–30 letters/],
+  ];
+  for (const [args, code, message] of failures) {
+    const result = cli(args);
+    expect({ args, code: result.code, stdout: result.stdout }).toEqual({ args, code, stdout: '' });
+    expect(result.stderr).toMatch(message);
+    // One line, no stack trace.
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/^reservation-engine: /);
+  }
+}, 120_000);
+
+describeEachDialect('the reservation-engine command from the installed package', (t) => {
+  /** The database the command works on: the test's (server dialects) or a PGlite directory (one process at a time). */
+  let url: string;
+  let dir: string;
+  const withDatabase = async <T>(work: (engine: ReservationEngine) => Promise<T>): Promise<T> => {
+    if (t.name !== 'pglite') return work(new ReservationEngine({ db: t.db, clock: () => new Date(Date.now() - 3_600_000) }));
+    const db = await createEmbeddedDatabase({ dataDir: dir });
+    try {
+      return await work(new ReservationEngine({ db, clock: () => new Date(Date.now() - 3_600_000) }));
+    } finally {
+      await db.destroy();
+    }
+  };
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'reservation-engine-cli-'));
+    url = t.name === 'pglite' ? `pglite:${dir}` : t.url;
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('migrate, expire, process-outbox (ES and CommonJS handlers), status, dead-letters and purge', async () => {
+    const migrate = cli(['migrate'], { DATABASE_URL: url });
+    expect(migrate).toMatchObject({ code: 0, stderr: '' });
+    expect(migrate.stdout).toMatch(/^migrate: \d+ migrations? applied/);
+
+    // Three reservations made an hour ago with the default 15-minute hold: all past it.
+    await withDatabase(async (engine) => {
+      const item = await engine.createItem({ sku: unique(), name: 'cli', availableQuantity: 10 });
+      for (let i = 0; i < 3; i++) await engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique() });
+    });
+    expect(JSON.parse(cli(['status', '--json', '--database-url', url]).stdout)).toMatchObject({ outboxDue: 3, expiryBacklog: 3, deadLetters: 0 });
+    const expire = cli(['expire', '--limit', '2', '--database-url', url]);
+    expect(expire).toMatchObject({ code: 0, stderr: '' });
+    expect(expire.stdout).toMatch(/^expire: expired=3 failed=0 batches=2 in \d+\.\d\ds\n$/);
+
+    // An ES module handler that fails every event (maxAttempts 1: dead-lettered), then a
+    // CommonJS one that delivers, after the dead letters are re-armed.
+    const log = path.join(dir, 'delivered.log');
+    writeFileSync(path.join(scratch, 'failing.mjs'), "export default async () => { throw new Error('broker down'); };\n");
+    writeFileSync(path.join(scratch, 'deliver.cjs'), `const fs = require('node:fs');\nexports.handler = async (event) => fs.appendFileSync(${JSON.stringify(log)}, event.id + '\\n');\n`);
+    const failing = cli(['process-outbox', '--handler', './failing.mjs', '--max-attempts', '1', '--database-url', url]);
+    expect(failing).toMatchObject({ code: 0, stderr: '' });
+    expect(failing.stdout).toMatch(/^process-outbox: processed=0 failed=0 dead-lettered=6 released=0 batches=2 in /);
+    const listed = cli(['dead-letters', 'list', '--database-url', url]);
+    expect(listed.stdout.trim().split('\n')).toHaveLength(7);
+    expect(listed.stdout).toMatch(/^#\d+ reservation\.created attempts=1 dead-lettered=\S+ error="Error: broker down"$/m);
+    expect(listed.stdout).toMatch(/^dead-letters: 6 listed$/m);
+    expect(cli(['dead-letters', 'retry', '--all', '--database-url', url]).stdout).toBe('dead-letters: retried=6\n');
+    const delivered = cli(['process-outbox', '--handler', './deliver.cjs', '--json', '--database-url', url]);
+    expect(JSON.parse(delivered.stdout)).toMatchObject({ processed: 6, failed: 0, deadLettered: 0 });
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(6);
+    expect(cli(['status', '--database-url', url]).stdout).toBe('status: outbox-pending=0 outbox-due=0 outbox-lag=0.0s dead-letters=0 expiry-backlog=0\n');
+
+    // Everything delivered more than 0 days ago goes; nothing is PENDING, so the keys go too.
+    const purge = cli(['purge', '--processed-events-days', '0', '--idempotency-keys-hours', '0', '--database-url', url]);
+    expect(purge).toMatchObject({ code: 0, stderr: '' });
+    expect(purge.stdout).toMatch(/^purge: outbox-events=6 idempotency-keys=3 restock-keys=0 reservations=0 batches=1 in /);
+  }, 120_000);
+});
