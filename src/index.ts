@@ -46,6 +46,18 @@ export type {
   RestockRequestsTable,
   OutboxTable,
 } from './types.js';
+export { startWorker } from './worker/start-worker.js';
+export type {
+  RunningWorker,
+  StartWorkerOptions,
+  WorkerExpireOptions,
+  WorkerExpireSummary,
+  WorkerLogger,
+  WorkerLoopSummary,
+  WorkerOutboxOptions,
+  WorkerOutboxSummary,
+  WorkerSummary,
+} from './worker/start-worker.js';
 export { purgeBatch } from './retention/purge-batch.js';
 export type { PurgeBatchOptions, PurgeBatchResult, RetentionPeriods } from './retention/purge-batch.js';
 export { listDeadLetters, retryDeadLetters } from './outbox/dead-letters.js';

@@ -286,7 +286,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       expect(performance.now() - asked).toBeLessThan(ANSWER_TIMEOUT_MS);
       // An error answer, at once (503 where the engine recognises the lost connection).
       expect((await post('/reservations', { itemId, quantity: 1 }, { 'idempotency-key': unique('key') })).status).toBeOneOf([500, 503]);
-      // The background loops log their failures and keep going.
+      // The worker logs the outage and keeps going.
       await expect.poll(() => example.output.slice(crashedAt), { timeout: ANSWER_TIMEOUT_MS }).toMatch(/(expire|outbox): batch failed/);
       await example.expectAlive();
 
@@ -294,7 +294,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       await expect.poll(() => health().catch(() => 0), { timeout: RECOVERY_TIMEOUT_MS, interval: 200 }).toBe(200);
       // On the item made before the crash: its data came back with the server.
       const reservationId = await expectReserves();
-      // The scheduler delivers again: the new reservation's event reaches the outbox handler.
+      // The worker delivers again: the new reservation's event reaches the outbox handler.
       await expect.poll(() => example.output, { timeout: ANSWER_TIMEOUT_MS }).toMatch(`reservation.created reservation=${reservationId} `);
       await example.expectAlive();
     });

@@ -5,9 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, expect, it, vi } from 'vitest';
 import { createApp } from '../examples/express/app.js';
-import { startScheduler } from '../examples/express/scheduler.js';
 import { startServer } from '../examples/express/server.js';
-import { type OutboxEvent, ReservationEngine } from '../src/index.js';
+import { ReservationEngine } from '../src/index.js';
 import { type TestDatabase, describeEachDialect, unique } from './support/db.js';
 import { getFreePort } from './support/servers.js';
 
@@ -70,7 +69,7 @@ async function expectProblem(res: Response, status: number, code: string): Promi
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-describeEachDialect('HTTP API, example server and scheduler', (t) => {
+describeEachDialect('HTTP API and example server', (t) => {
   const logger = { info: vi.fn(), error: vi.fn() };
   let api: Listening;
 
@@ -354,87 +353,7 @@ describeEachDialect('HTTP API, example server and scheduler', (t) => {
     await expect(fetch(`${running.url}/health`)).rejects.toThrow();
   });
 
-  const quiet = () => ({ info: vi.fn(), error: vi.fn() });
-  // Created an hour ago with the default 15-minute hold: already expired, and their events due.
-  const engine = () => new ReservationEngine({ db: t.db, clock: () => new Date(Date.now() - 3_600_000) });
-  const reservations = async (n: number) => {
-    const item = await engine().createItem({ sku: unique(), name: 'x', availableQuantity: 1000 });
-    for (let i = 0; i < n; i++) await engine().reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique() });
-    return item;
-  };
-
-  it('retries a failing handler and keeps going', async () => {
-    await reservations(1);
-    const attempts: number[] = [];
-    const delivered: OutboxEvent[] = [];
-    const logger = quiet();
-    const scheduler = startScheduler({
-      db: t.db,
-      handler: (event) => {
-        attempts.push(event.attempts);
-        if (event.attempts < 3) throw new Error('broker down');
-        delivered.push(event);
-      },
-      outboxIntervalMs: 10,
-      expireIntervalMs: 60_000,
-      outbox: { baseDelayMs: 20, maxDelayMs: 40 },
-      logger,
-    });
-    try {
-      await expect.poll(() => delivered.length, { timeout: 5000 }).toBe(2); // created + expired
-      expect(attempts.filter((a) => a < 3)).toHaveLength(4);
-      expect(logger.info).toHaveBeenCalledWith(expect.stringMatching(/will be retried/));
-      // Still running: a new event is delivered too.
-      await reservations(1);
-      await expect.poll(() => delivered.length, { timeout: 5000 }).toBe(3);
-    } finally {
-      await scheduler.stop();
-    }
-    expect(logger.error).not.toHaveBeenCalled();
-  });
-
-  it('a full batch goes again at once: drains several batches without waiting the interval', async () => {
-    const item = await reservations(25);
-    const created = new Set<string>();
-    const scheduler = startScheduler({
-      db: t.db,
-      handler: (event) => void (event.type === 'reservation.created' && created.add(event.id)),
-      expireLimit: 10,
-      outboxLimit: 10,
-      expireIntervalMs: 60_000,
-      outboxIntervalMs: 60_000,
-      logger: quiet(),
-    });
-    try {
-      // 25 each, 10 per batch: only a loop that goes again at once gets there before 60 s.
-      await expect.poll(() => t.count('reservations', (q) => q.where('status', '=', 'EXPIRED')), { timeout: 10_000 }).toBe(25);
-      await expect.poll(() => created.size, { timeout: 10_000 }).toBe(25);
-      expect(Number((await t.db.selectFrom('items').select('available_quantity').where('id', '=', item.id).executeTakeFirstOrThrow()).available_quantity)).toBe(1000);
-    } finally {
-      const started = performance.now();
-      await scheduler.stop();
-      // Stopping interrupts the 60-second pause.
-      expect(performance.now() - started).toBeLessThan(1000);
-    }
-  });
-
-  it('logs a batch that throws (database down) and tries again after the interval', async () => {
-    const db = await unreachableDatabase(t);
-    const logger = quiet();
-    const scheduler = startScheduler({ db, handler: () => {}, expireIntervalMs: 20, outboxIntervalMs: 20, logger });
-    try {
-      await expect.poll(() => logger.error.mock.calls.filter(([m]) => String(m).startsWith('outbox: batch failed')).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
-      await expect.poll(() => logger.error.mock.calls.filter(([m]) => String(m).startsWith('expire: batch failed')).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
-    } finally {
-      await scheduler.stop();
-      await db.destroy();
-    }
-  });
-
-  it('rejects nonsensical options at once', () => {
-    expect(() => startScheduler({ db: t.db, handler: () => {}, outboxLimit: 0 })).toThrow(/outboxLimit must be an integer from 1 to 10,000/);
-    expect(() => startScheduler({ db: t.db, handler: () => {}, expireIntervalMs: -1 })).toThrow(/expireIntervalMs/);
-  });
+  // The background worker startServer runs is tested in worker.test.ts.
 });
 
 /** Opens a TCP connection; rejects with the socket error (ECONNREFUSED when nothing listens). */

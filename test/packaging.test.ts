@@ -63,6 +63,7 @@ it('exports exactly the documented public surface: nothing internal', async () =
       'reservationEngineMigrationProvider',
       'reservationEngineMigrations',
       'runOutboxBatch',
+      'startWorker',
       'toProblem',
     ].sort(),
   );

@@ -3,10 +3,10 @@
  * then used from ESM and CommonJS and type-checked under `strict` with the shipped declarations.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ReservationEngine, createEmbeddedDatabase } from '../src/index.js';
 import { describeEachDialect, unique } from './support/db.js';
@@ -130,6 +130,7 @@ it('the command explains itself, and refuses what it cannot do in one line with 
     [['expire', '--database-url', 'pglite:./x', '--limit', 'lots'], 2, /--limit must be a number from 1 to 10000, got "lots"/],
     [['expire', '--database-url', 'pglite:./x', '--verbose'], 2, /Unknown option '--verbose'/],
     [['process-outbox', '--database-url', 'pglite:./x'], 2, /process-outbox needs --handler <module>/],
+    [['work', '--database-url', 'pglite:./x', '--handler', './missing.cjs'], 2, /cannot load the handler module \.\/missing\.cjs: not found/],
     [['process-outbox', '--database-url', 'pglite:./x', '--handler', './missing.mjs'], 2, /cannot load the handler module \.\/missing\.mjs: not found/],
     [['status', '--database-url', 'mysql://root@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
     [['status', '--database-url', 'postgres://x@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
@@ -199,9 +200,33 @@ describeEachDialect('the reservation-engine command from the installed package',
     expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(6);
     expect(cli(['status', '--database-url', url]).stdout).toBe('status: outbox-pending=0 outbox-due=0 outbox-lag=0.0s dead-letters=0 expiry-backlog=0\n');
 
+    // The long-running worker: it expires and delivers what comes in, and stops cleanly on SIGTERM.
+    await withDatabase(async (engine) => {
+      const item = await engine.createItem({ sku: unique(), name: 'worker', availableQuantity: 10 });
+      await engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique() });
+    });
+    const workLog = path.join(dir, 'worked.log');
+    writeFileSync(path.join(scratch, 'work.mjs'), `import fs from 'node:fs';\nexport const handler = async (event) => fs.appendFileSync(${JSON.stringify(workLog)}, event.type + '\\n');\n`);
+    const worker = spawn(path.join(scratch, 'node_modules/.bin/reservation-engine'), ['work', '--handler', './work.mjs', '--idle-interval-ms', '50', '--database-url', url], {
+      cwd: scratch,
+      env: { ...process.env, DATABASE_URL: '' },
+    });
+    let stdout = '';
+    let stderr = '';
+    worker.stdout.on('data', (chunk) => (stdout += chunk));
+    worker.stderr.on('data', (chunk) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
+    // The reservation made an hour ago expires; both its events are delivered.
+    await expect.poll(() => (existsSync(workLog) ? readFileSync(workLog, 'utf8') : ''), { timeout: 20_000, interval: 100 }).toBe('reservation.created\nreservation.expired\n');
+    worker.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(stdout).toMatch(/^work: processed=2 failed=0 dead-lettered=0 expired=1 in \d+\.\d\ds\n$/);
+    expect(stderr).toMatch(/working \(SIGINT or SIGTERM to stop\)/);
+    expect(stderr).toMatch(/SIGTERM: stopping after the batches in hand/);
+
     // Everything delivered more than 0 days ago goes; nothing is PENDING, so the keys go too.
     const purge = cli(['purge', '--processed-events-days', '0', '--idempotency-keys-hours', '0', '--database-url', url]);
     expect(purge).toMatchObject({ code: 0, stderr: '' });
-    expect(purge.stdout).toMatch(/^purge: outbox-events=6 idempotency-keys=3 restock-keys=0 reservations=0 batches=1 in /);
+    expect(purge.stdout).toMatch(/^purge: outbox-events=8 idempotency-keys=4 restock-keys=0 reservations=0 batches=1 in /);
   }, 120_000);
 });

@@ -1,5 +1,6 @@
 /**
- * The example HTTP server: the API of ./app.ts plus the background loops of ./scheduler.ts.
+ * The example HTTP server: the API of ./app.ts plus the library's worker (`startWorker`), which
+ * expires reservations and delivers outbox events in the background.
  *
  *   npm run example                                        # embedded PGlite, in memory
  *   DATABASE_URL=mysql://user:pass@localhost:3306/shop PORT=8080 npm run example
@@ -9,12 +10,12 @@
  * interfaces), DATABASE_POOL_SIZE (default 10). Migrations run at start.
  *
  * The database may go away while it runs (restart, failover, killed connections): requests then
- * fail with a problem document, GET /health answers 503 and the background loops log and retry.
+ * fail with a problem document, GET /health answers 503 and the worker logs the outage once and retries.
  * Once the database is back the pools open new connections and everything works again, with no
  * restart of this process.
  *
- * SIGINT/SIGTERM shut down gracefully: stop accepting connections, stop the scheduler after its
- * running batch, let in-flight requests finish, close the database, exit 0. A second signal (a
+ * SIGINT/SIGTERM shut down gracefully: stop accepting connections, stop the worker after its
+ * running batches, let in-flight requests finish, close the database, exit 0. A second signal (a
  * second or more after the first), or 10 seconds without finishing, exits 1 at once.
  */
 import http from 'node:http';
@@ -22,10 +23,9 @@ import type { AddressInfo } from 'node:net';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { Kysely } from 'kysely';
-import { type OutboxEvent, ReservationEngine } from 'reservation-engine';
+import { type OutboxEvent, ReservationEngine, type RunningWorker, type StartWorkerOptions, startWorker } from 'reservation-engine';
 import { connectDatabase, describeDatabase } from '../database.js';
 import { createApp } from './app.js';
-import { type Scheduler, type SchedulerOptions, startScheduler } from './scheduler.js';
 
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** A second signal sooner than this after the first is the same one, delivered twice. */
@@ -58,8 +58,8 @@ export interface StartServerOptions {
    * @defaultValue {@link logEvent}
    */
   readonly handler?: (event: OutboxEvent) => unknown;
-  /** Intervals, limits and outbox options of the background loops. */
-  readonly scheduler?: Omit<SchedulerOptions, 'db' | 'handler' | 'logger'>;
+  /** Poll intervals, batch sizes and outbox options of the background worker (see `startWorker`). */
+  readonly worker?: Omit<StartWorkerOptions, 'db' | 'handler' | 'logger' | 'signal'>;
   /**
    * Largest request body accepted.
    * @defaultValue '16kb'
@@ -76,14 +76,14 @@ export interface RunningServer {
   /** The Node HTTP server, e.g. to tune its timeouts. */
   readonly server: http.Server;
   /**
-   * Graceful shutdown: stops accepting connections, stops the scheduler after its running batch,
+   * Graceful shutdown: stops accepting connections, stops the worker after its running batches,
    * waits for in-flight requests, then closes the database if this server opened it. Idempotent.
    */
   close(): Promise<void>;
 }
 
 /**
- * Connects (and migrates), listens, and starts the scheduler.
+ * Connects (and migrates), listens, and starts the worker.
  *
  * @example
  * ```ts
@@ -99,7 +99,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   const server = http.createServer();
   let closing = false;
   const inFlight = new Set<http.ServerResponse>();
-  let scheduler: Scheduler;
+  let worker: RunningWorker;
   try {
     // Registered before the app, so it sees every response before anything is sent.
     server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -109,7 +109,17 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     });
     server.on('request', createApp({ engine: new ReservationEngine({ db }), db, bodyLimit: options.bodyLimit, logger }));
     await listen(server, port, host);
-    scheduler = startScheduler({ ...options.scheduler, db, handler, logger });
+    worker = startWorker({
+      ...options.worker,
+      db,
+      handler,
+      // Outages (once each), retried and dead-lettered events to the server's log; no line per batch.
+      logger: {
+        info: (message) => logger.info(message),
+        warn: (message) => logger.info(message),
+        error: (message, details) => (details?.error === undefined ? logger.error(message) : logger.error(message, details.error)),
+      },
+    });
   } catch (error) {
     if (server.listening) await new Promise((resolve) => server.close(resolve));
     if (ownsDb) await db.destroy();
@@ -125,7 +135,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
       const serverClosed = new Promise<void>((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));
       // Keep-alive connections with no request running would otherwise hold close() for their timeout.
       server.closeIdleConnections();
-      const results = await Promise.allSettled([serverClosed, scheduler.stop()]);
+      const results = await Promise.allSettled([serverClosed, worker.stop()]);
       if (ownsDb) await db.destroy();
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failure) throw failure.reason;

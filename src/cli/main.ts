@@ -14,6 +14,7 @@ import { getBacklog } from '../operations/backlog.js';
 import { listDeadLetters, retryDeadLetters } from '../outbox/dead-letters.js';
 import { type OutboxHandler, runOutboxBatch } from '../outbox/run-outbox-batch.js';
 import { purgeBatch } from '../retention/purge-batch.js';
+import { startWorker } from '../worker/start-worker.js';
 import type { DatabaseKind } from '../types.js';
 import { type CliDatabase, openDatabaseUrl, UsageError } from './connect.js';
 
@@ -24,6 +25,7 @@ Commands:
   migrate                       create or update the engine's tables
   expire                        expire reservations past their TTL, until none is due or --budget passes
   process-outbox --handler M    deliver due outbox events with the handler exported by module M, until none is due or --budget passes
+  work --handler M              run the worker (expiry and outbox delivery) until SIGINT or SIGTERM
   purge                         delete what is past its retention, until nothing is or --budget passes
   status                        backlog figures: outbox pending/due/lag, dead letters, expiry backlog
   dead-letters list             list dead-lettered events (--limit, --after)
@@ -39,6 +41,7 @@ Options for every command:
   expire: 'Usage: reservation-engine expire [--limit <n>] [--budget <seconds>] [common options]\nRuns expireBatch until a batch comes back short or the budget (default 50 s) is spent.',
   'process-outbox':
     'Usage: reservation-engine process-outbox --handler <module> [--limit <n>] [--budget <seconds>] [--max-attempts <n>] [--lease-ms <ms>] [--handler-timeout-ms <ms>] [common options]\nThe module (ES or CommonJS) exports the handler as `default` or `handler`: (event, { signal }) => Promise<void>.',
+  work: 'Usage: reservation-engine work --handler <module> [--limit <n>] [--expire-limit <n>] [--max-attempts <n>] [--lease-ms <ms>] [--handler-timeout-ms <ms>] [--idle-interval-ms <ms>] [common options]\nRuns until SIGINT or SIGTERM, then finishes the batches in hand and prints its totals. Outages are logged on stderr, once each, and survived.',
   purge:
     'Usage: reservation-engine purge [--processed-events-days <d>] [--idempotency-keys-hours <h>] [--finished-reservations-days <d>] [--limit <n>] [--budget <seconds>] [common options]\nDefaults: events 7 days, keys 24 hours, reservations kept.',
   status: 'Usage: reservation-engine status [common options]\nPrints outbox pending/due/lag, dead letters and the expiry backlog.',
@@ -63,6 +66,15 @@ const OPTIONS = {
     'max-attempts': { type: 'string' },
     'lease-ms': { type: 'string' },
     'handler-timeout-ms': { type: 'string' },
+  },
+  work: {
+    handler: { type: 'string' },
+    limit: { type: 'string' },
+    'expire-limit': { type: 'string' },
+    'max-attempts': { type: 'string' },
+    'lease-ms': { type: 'string' },
+    'handler-timeout-ms': { type: 'string' },
+    'idle-interval-ms': { type: 'string' },
   },
   purge: {
     limit: { type: 'string' },
@@ -100,7 +112,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const dialectOption = string(values.dialect);
     if (dialectOption !== undefined && dialectOption !== 'mysql' && dialectOption !== 'postgres') throw new UsageError("--dialect must be mysql or postgres");
     // Load the handler before connecting: a missing module is a usage error, whatever the database.
-    const handler = name === 'process-outbox' ? await loadHandler(string(values.handler)) : undefined;
+    const handler = name === 'process-outbox' || name === 'work' ? await loadHandler(string(values.handler), name) : undefined;
     database = await openDatabaseUrl(url, tablePrefix);
     const target = { db: database.db, tablePrefix, dialect: (dialectOption as DatabaseKind | undefined) ?? database.dialect };
     const result = await run(name, positionals, values, target, handler);
@@ -205,6 +217,39 @@ async function run(command: Command, positionals: string[], values: Values, targ
         json: totals,
       };
     }
+    case 'work': {
+      const stopping = new AbortController();
+      const stop = (signal: NodeJS.Signals) => {
+        if (stopping.signal.aborted) return;
+        console.error(`reservation-engine: ${signal}: stopping after the batches in hand`);
+        stopping.abort();
+      };
+      process.once('SIGINT', stop).once('SIGTERM', stop);
+      // The worker's messages on stderr, one line each, without the error objects (no stack
+      // traces); stdout keeps the one summary line.
+      const line = (message: string) => console.error(`reservation-engine: ${message}`);
+      const worker = startWorker({
+        ...target,
+        handler: handler!,
+        signal: stopping.signal,
+        outbox: {
+          limit,
+          maxAttempts: integer(values['max-attempts'], '--max-attempts', 1, 1000),
+          leaseMs: integer(values['lease-ms'], '--lease-ms', 1, 86_400_000),
+          handlerTimeoutMs: integer(values['handler-timeout-ms'], '--handler-timeout-ms', 1, 86_400_000),
+        },
+        expire: { limit: integer(values['expire-limit'], '--expire-limit', 1, 10_000) },
+        idleIntervalMs: integer(values['idle-interval-ms'], '--idle-interval-ms', 1, 86_400_000),
+        logger: { info: line, warn: line, error: line },
+      });
+      console.error('reservation-engine: working (SIGINT or SIGTERM to stop)');
+      const { outbox, expire } = await worker.stopped;
+      const json = { processed: outbox.processed, failed: outbox.failed, deadLettered: outbox.deadLettered, expired: expire.expired, outboxBatches: outbox.batches, expireBatches: expire.batches };
+      return {
+        line: `work: processed=${outbox.processed} failed=${outbox.failed} dead-lettered=${outbox.deadLettered} expired=${expire.expired} in ${elapsed()}`,
+        json,
+      };
+    }
     case 'status': {
       const b = await getBacklog(target);
       return {
@@ -230,8 +275,8 @@ async function run(command: Command, positionals: string[], values: Values, targ
 }
 
 /** The handler a module exports (`default` or `handler`), ES module or CommonJS. */
-async function loadHandler(specifier: string | undefined): Promise<OutboxHandler> {
-  if (!specifier) throw new UsageError('process-outbox needs --handler <module>');
+async function loadHandler(specifier: string | undefined, command: string): Promise<OutboxHandler> {
+  if (!specifier) throw new UsageError(`${command} needs --handler <module>`);
   const file = path.resolve(specifier);
   let module: Record<string, unknown>;
   try {

@@ -170,13 +170,16 @@ export interface RunningWorker {
  * ```ts
  * import { startWorker } from 'reservation-engine';
  *
+ * const shutdown = new AbortController();
+ * process.once('SIGTERM', () => shutdown.abort());
+ *
  * const worker = startWorker({
  *   db,
  *   handler: (event, { signal }) => broker.publish(event.type, event.payload, { messageId: event.id, signal }),
- *   signal: AbortSignal.timeout(60_000),
+ *   signal: shutdown.signal,
  *   logger: console,
  * });
- * process.once('SIGTERM', () => void worker.stop());
+ * // Resolves after SIGTERM, once the batches in hand have finished.
  * const { outbox, expire } = await worker.stopped;
  * console.log(`delivered ${outbox.processed} events, expired ${expire.expired} reservations`);
  * ```
