@@ -16,12 +16,13 @@ import { enableProfiling } from './lib/profiler.js';
 import type { Mode, Scenario, ScenarioContext, ScenarioResult } from './lib/scenario.js';
 import { evaluateTargets, type TargetResult } from './lib/targets.js';
 import { expiry } from './scenarios/expiry.js';
+import { backlog } from './scenarios/backlog.js';
 import { hotItem } from './scenarios/hot-item.js';
 import { manyItems } from './scenarios/many-items.js';
 import { outbox } from './scenarios/outbox.js';
 import { replay } from './scenarios/replay.js';
 
-const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, outbox, expiry];
+const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, outbox, expiry, backlog];
 const DIALECTS: DialectName[] = ['mysql', 'postgres', 'pglite'];
 
 const USAGE = `Usage: npm run bench -- [options]
