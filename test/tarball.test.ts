@@ -121,7 +121,7 @@ function cli(args: string[], env: Record<string, string> = {}): { code: number |
 
 it('the command explains itself, and refuses what it cannot do in one line with exit code 2 (usage) or 1 (database)', () => {
   // As a user runs it: through npx, from the installed package.
-  const viaNpx = spawnSync('npx', ['--no', 'reservation-engine', '--help'], { cwd: scratch, encoding: 'utf8', timeout: 60_000 });
+  const viaNpx = spawnSync('npx', ['--no', '--', 'reservation-engine', '--help'], { cwd: scratch, encoding: 'utf8', timeout: 60_000 });
   expect({ code: viaNpx.status, stdout: viaNpx.stdout }).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: reservation-engine <command>/) });
   expect(cli(['--help'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: reservation-engine <command>/) });
   expect(cli(['expire', '--help'])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: reservation-engine expire/) });
