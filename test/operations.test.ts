@@ -62,6 +62,20 @@ describeEachDialect('retention, dead letters and backlog', (t) => {
     expect(await caught(() => purgeBatch({ db: t.db, finishedReservationsMs: HOUR }))).toBeInstanceOf(ConfigurationError);
   });
 
+  it("purging an old finished reservation never takes the key a new, PENDING reservation reuses", async () => {
+    const item = await engineAt(0).createItem({ sku: unique(), name: 'x', availableQuantity: 100 });
+    const first = await engineAt(0).reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'reused' });
+    await engineAt(0).confirm(first.reservation.id);
+    expect((await purgeBatch({ db: t.db, now: at(2 * DAY) })).idempotencyKeys).toBe(1);
+    // The key, past its retention, is used again: a new reservation, still PENDING.
+    const second = await engineAt(40 * DAY).reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'reused', ttlSeconds: 3600 });
+    expect(second.replayed).toBe(false);
+    expect(await purgeBatch({ db: t.db, now: at(40 * DAY), finishedReservationsMs: 30 * DAY })).toMatchObject({ reservations: 1, idempotencyKeys: 0 });
+    // The new reservation's key survived: a retry replays it, no second hold.
+    expect(await engineAt(40 * DAY).reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'reused', ttlSeconds: 3600 })).toEqual({ reservation: second.reservation, replayed: true });
+    expect(await engineAt(40 * DAY).getItem(item.id)).toMatchObject({ availableQuantity: 98, heldQuantity: 1 });
+  });
+
   it('purgeBatch deletes at most `limit` rows of each kind per call', async () => {
     const item = await engineAt(0).createItem({ sku: unique(), name: 'x', availableQuantity: 100 });
     for (let i = 0; i < 5; i++) await engineAt(0).reserve({ itemId: item.id, quantity: 1, idempotencyKey: `k${i}` });

@@ -120,6 +120,8 @@ function cli(args: string[], env: Record<string, string> = {}): { code: number |
 }
 
 it('the command explains itself, and refuses what it cannot do in one line with exit code 2 (usage) or 1 (database)', () => {
+  writeFileSync(path.join(scratch, 'noop.mjs'), 'export default async () => {};\n');
+  writeFileSync(path.join(scratch, 'broken.mjs'), "import 'no-such-broker';\nexport default async () => {};\n");
   // As a user runs it: through npx, from the installed package.
   const viaNpx = spawnSync('npx', ['--no', '--', 'reservation-engine', '--help'], { cwd: scratch, encoding: 'utf8', timeout: 60_000 });
   expect({ code: viaNpx.status, stdout: viaNpx.stdout }).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Usage: reservation-engine <command>/) });
@@ -138,7 +140,10 @@ it('the command explains itself, and refuses what it cannot do in one line with 
     [['status', '--database-url', 'mysql://root@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
     [['status', '--database-url', 'postgres://x@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
     [['dead-letters', 'retry', '--database-url', 'pglite:./x'], 2, /dead-letters retry needs --id <id> \(repeatable\) or --all/],
-    [['migrate', '--database-url', 'pglite:./x', '--table-prefix', 'bad-prefix'], 1, /tablePrefix: must be 1–30 letters/],
+    [['migrate', '--database-url', 'pglite:./x', '--table-prefix', 'bad-prefix'], 2, /tablePrefix: must be 1–30 letters/],
+    [['status', '--database-url', 'pglite:./x', '--dialect', 'mysql'], 2, /--dialect mysql contradicts the database URL, which is postgres/],
+    [['work', '--database-url', 'pglite:./x', '--handler', './noop.mjs', '--handler-timeout-ms', '20000'], 2, /handlerTimeoutMs: must be at most half of leaseMs/],
+    [['process-outbox', '--database-url', 'pglite:./x', '--handler', './broken.mjs'], 2, /cannot load the handler module \.\/broken\.mjs: Cannot find package 'no-such-broker'/],
   ];
   for (const [args, code, message] of failures) {
     const result = cli(args);
@@ -171,9 +176,10 @@ describeEachDialect('the reservation-engine command from the installed package',
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('migrate, expire, process-outbox (ES and CommonJS handlers), status, dead-letters and purge', async () => {
+    // The servers' test databases are migrated already; the PGlite directory is new.
     const migrate = cli(['migrate'], { DATABASE_URL: url });
     expect(migrate).toMatchObject({ code: 0, stderr: '' });
-    expect(migrate.stdout).toMatch(/^migrate: \d+ migrations? applied/);
+    expect(migrate.stdout).toMatch(t.name === 'pglite' ? /^migrate: 3 migrations applied \(reservation_engine_0001_initial, / : /^migrate: 0 migrations applied, already up to date/);
 
     // Three reservations made an hour ago with the default 15-minute hold: all past it.
     await withDatabase(async (engine) => {
@@ -189,7 +195,11 @@ describeEachDialect('the reservation-engine command from the installed package',
     // CommonJS one that delivers, after the dead letters are re-armed.
     const log = path.join(dir, 'delivered.log');
     writeFileSync(path.join(scratch, 'failing.mjs'), "export default async () => { throw new Error('broker down'); };\n");
-    writeFileSync(path.join(scratch, 'deliver.cjs'), `const fs = require('node:fs');\nexports.handler = async (event) => fs.appendFileSync(${JSON.stringify(log)}, event.id + '\\n');\n`);
+    // module.exports = fn, and a timer left running (a broker client would): the command still exits.
+    writeFileSync(
+      path.join(scratch, 'deliver.cjs'),
+      `const fs = require('node:fs');\nsetInterval(() => {}, 1000);\nmodule.exports = async (event) => fs.appendFileSync(${JSON.stringify(log)}, event.id + '\\n');\n`,
+    );
     const failing = cli(['process-outbox', '--handler', './failing.mjs', '--max-attempts', '1', '--database-url', url]);
     expect(failing).toMatchObject({ code: 0, stderr: '' });
     expect(failing.stdout).toMatch(/^process-outbox: processed=0 failed=0 dead-lettered=6 released=0 batches=2 in /);

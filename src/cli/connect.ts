@@ -1,5 +1,5 @@
 import { Kysely, MysqlDialect, PostgresDialect } from 'kysely';
-import { createEmbeddedDatabase } from '../embedded/create-embedded-database.js';
+import { PGliteDialect, type PGliteLike } from '../embedded/pglite-dialect.js';
 import type { DatabaseKind } from '../types.js';
 
 /** What the CLI connects to: a Kysely instance, and which database it is. */
@@ -20,13 +20,15 @@ export class UsageError extends Error {
  *   postgres://user:pass@host:5432/shop, postgresql://…   PostgreSQL ≥ 13 over pg
  *   pglite:./data, pglite:///var/lib/shop   PGlite in that directory (one process at a time)
  */
-export async function openDatabaseUrl(url: string, tablePrefix: string | undefined): Promise<CliDatabase> {
+export async function openDatabaseUrl(url: string): Promise<CliDatabase> {
   const scheme = /^([a-z]+):/i.exec(url)?.[1]?.toLowerCase();
   if (scheme === 'pglite') {
     const rest = url.slice('pglite:'.length);
     const dataDir = rest.startsWith('//') ? rest.slice(2) : rest;
     if (dataDir === '') throw new UsageError('a pglite: URL needs a directory, e.g. pglite:./data');
-    return { db: await createEmbeddedDatabase({ dataDir, tablePrefix }), dialect: 'postgres' };
+    // Not migrated here: only `migrate` creates tables, as on the servers.
+    const { PGlite } = await driver<{ PGlite: new (dataDir: string) => PGliteLike }>('@electric-sql/pglite', () => import('@electric-sql/pglite') as never);
+    return { db: new Kysely<any>({ dialect: new PGliteDialect(new PGlite(dataDir)) }), dialect: 'postgres' };
   }
   if (scheme !== 'mysql' && scheme !== 'mariadb' && scheme !== 'postgres' && scheme !== 'postgresql') {
     throw new UsageError(`unsupported database URL scheme ${JSON.stringify(scheme ?? url.slice(0, 20))}: use mysql://, mariadb://, postgres://, postgresql:// or pglite:<dir>`);

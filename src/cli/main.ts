@@ -4,7 +4,7 @@
  * Every command prints one summary line (or JSON with --json) and exits 0; a failure prints one
  * line on stderr — never a stack trace — and exits 1 (2 for a usage error).
  */
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -113,14 +113,16 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     if (dialectOption !== undefined && dialectOption !== 'mysql' && dialectOption !== 'postgres') throw new UsageError("--dialect must be mysql or postgres");
     // Load the handler before connecting: a missing module is a usage error, whatever the database.
     const handler = name === 'process-outbox' || name === 'work' ? await loadHandler(string(values.handler), name) : undefined;
-    database = await openDatabaseUrl(url, tablePrefix);
-    const target = { db: database.db, tablePrefix, dialect: (dialectOption as DatabaseKind | undefined) ?? database.dialect };
+    database = await openDatabaseUrl(url);
+    if (dialectOption !== undefined && dialectOption !== database.dialect) throw new UsageError(`--dialect ${dialectOption} contradicts the database URL, which is ${database.dialect}`);
+    const target = { db: database.db, tablePrefix, dialect: database.dialect };
     const result = await run(name, positionals, values, target, handler);
     console.log(values.json ? JSON.stringify(result.json) : result.line);
     return 0;
   } catch (error) {
     console.error(`reservation-engine: ${describe(error)}`);
-    return error instanceof UsageError ? 2 : 1;
+    // A bad option the library refused is as much a usage error as one the parser refused.
+    return error instanceof UsageError || (error as { code?: unknown } | null)?.code === 'INVALID_CONFIGURATION' ? 2 : 1;
   } finally {
     await database?.db.destroy().catch(() => {});
   }
@@ -220,11 +222,15 @@ async function run(command: Command, positionals: string[], values: Values, targ
     case 'work': {
       const stopping = new AbortController();
       const stop = (signal: NodeJS.Signals) => {
-        if (stopping.signal.aborted) return;
-        console.error(`reservation-engine: ${signal}: stopping after the batches in hand`);
+        if (stopping.signal.aborted) {
+          // A second signal, of either kind: stop now, as a shell's second Ctrl-C expects.
+          console.error(`reservation-engine: ${signal} again: exiting without waiting`);
+          process.exit(signal === 'SIGINT' ? 130 : 143);
+        }
+        console.error(`reservation-engine: ${signal}: stopping after the batches in hand (send it again to exit at once)`);
         stopping.abort();
       };
-      process.once('SIGINT', stop).once('SIGTERM', stop);
+      process.on('SIGINT', stop).on('SIGTERM', stop);
       // The worker's messages on stderr, one line each, without the error objects (no stack
       // traces); stdout keeps the one summary line.
       const line = (message: string) => console.error(`reservation-engine: ${message}`);
@@ -239,7 +245,8 @@ async function run(command: Command, positionals: string[], values: Values, targ
           handlerTimeoutMs: integer(values['handler-timeout-ms'], '--handler-timeout-ms', 1, 86_400_000),
         },
         expire: { limit: integer(values['expire-limit'], '--expire-limit', 1, 10_000) },
-        idleIntervalMs: integer(values['idle-interval-ms'], '--idle-interval-ms', 1, 86_400_000),
+        // The longest idle pause grows with a longer idle interval (it doubles up to 5 s by default).
+        ...idlePauses(integer(values['idle-interval-ms'], '--idle-interval-ms', 1, 86_400_000)),
         logger: { info: line, warn: line, error: line },
       });
       console.error('reservation-engine: working (SIGINT or SIGTERM to stop)');
@@ -274,16 +281,20 @@ async function run(command: Command, positionals: string[], values: Values, targ
   }
 }
 
+function idlePauses(idleIntervalMs: number | undefined): { idleIntervalMs?: number; maxIdleIntervalMs?: number } {
+  return idleIntervalMs === undefined ? {} : { idleIntervalMs, maxIdleIntervalMs: Math.max(5000, idleIntervalMs) };
+}
+
 /** The handler a module exports (`default` or `handler`), ES module or CommonJS. */
 async function loadHandler(specifier: string | undefined, command: string): Promise<OutboxHandler> {
   if (!specifier) throw new UsageError(`${command} needs --handler <module>`);
   const file = path.resolve(specifier);
+  if (!existsSync(file)) throw new UsageError(`cannot load the handler module ${specifier}: not found`);
   let module: Record<string, unknown>;
   try {
     module = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
   } catch (error) {
-    const reason = (error as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' ? 'not found' : describe(error);
-    throw new UsageError(`cannot load the handler module ${specifier}: ${reason}`);
+    throw new UsageError(`cannot load the handler module ${specifier}: ${describe(error)}`);
   }
   const inner = module.default as Record<string, unknown> | undefined;
   const candidates = [module.handler, module.default, inner?.handler, inner?.default];
@@ -321,5 +332,7 @@ function describe(error: unknown): string {
 /** Run as a program (not when imported by a test). */
 const invoked = process.argv[1] ? realpathSync(process.argv[1]) : '';
 if (invoked && import.meta.url === pathToFileURL(invoked).href) {
-  process.exitCode = await main(process.argv.slice(2));
+  const code = await main(process.argv.slice(2));
+  // Exit even if a handler module left a timer or a broker connection open; let stdout drain first.
+  process.stdout.write('', () => process.exit(code));
 }

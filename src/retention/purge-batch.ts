@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { z } from 'zod';
 import { withStore } from '../schema/store.js';
 import { inTransaction } from '../transaction.js';
@@ -133,13 +133,13 @@ async function purgeReserveKeys(db: Kysely<Database>, before: Date, limit: numbe
   const keys = await db
     .selectFrom('idempotency_requests as i')
     .leftJoin('reservations as r', 'r.id', 'i.reservation_id')
-    .select(['i.idempotency_scope', 'i.idempotency_key'])
+    .select(['i.idempotency_scope', 'i.idempotency_key', 'i.reservation_id'])
     .where('i.created_at', '<', before)
     .where((eb) => eb.or([eb('r.id', 'is', null), eb('r.status', '!=', 'PENDING')]))
     .orderBy('i.created_at')
     .limit(limit)
     .execute();
-  return deleteKeys(db, 'idempotency_requests', keys);
+  return deleteKeys(db, 'idempotency_requests', keys, before);
 }
 
 async function purgeRestockKeys(db: Kysely<Database>, before: Date, limit: number): Promise<number> {
@@ -150,20 +150,44 @@ async function purgeRestockKeys(db: Kysely<Database>, before: Date, limit: numbe
     .orderBy('created_at')
     .limit(limit)
     .execute();
-  return deleteKeys(db, 'restock_requests', keys);
+  return deleteKeys(db, 'restock_requests', keys, before);
 }
 
+/** Keys per DELETE: a long OR list costs PostgreSQL more to plan than to run. */
+const KEYS_PER_DELETE = 100;
+
+/**
+ * Deletes exactly the keys selected: each by its primary key, and only while it is still the one
+ * selected (made before `before`, and for idempotency keys still pointing at the same
+ * reservation), so that a key reused meanwhile — a new request under the same key — survives.
+ */
 async function deleteKeys(
   db: Kysely<Database>,
   table: 'idempotency_requests' | 'restock_requests',
-  keys: ReadonlyArray<{ idempotency_scope: string; idempotency_key: string }>,
+  keys: ReadonlyArray<{ idempotency_scope: string; idempotency_key: string; reservation_id?: string }>,
+  before?: Date,
 ): Promise<number> {
-  if (keys.length === 0) return 0;
-  const result = await db
-    .deleteFrom(table)
-    .where((eb) => eb.or(keys.map((k) => eb.and([eb('idempotency_scope', '=', k.idempotency_scope), eb('idempotency_key', '=', k.idempotency_key)]))))
-    .executeTakeFirst();
-  return Number(result.numDeletedRows);
+  let deleted = 0;
+  for (let start = 0; start < keys.length; start += KEYS_PER_DELETE) {
+    const chunk = keys.slice(start, start + KEYS_PER_DELETE);
+    let statement = db.deleteFrom(table);
+    if (before !== undefined) statement = statement.where('created_at', '<', before);
+    const result = await statement
+      .where((eb) =>
+        eb.or(
+          chunk.map((k) =>
+            eb.and([
+              eb('idempotency_scope', '=', k.idempotency_scope),
+              eb('idempotency_key', '=', k.idempotency_key),
+              ...(k.reservation_id === undefined ? [] : [sql<boolean>`${sql.ref('reservation_id')} = ${k.reservation_id}`]),
+            ]),
+          ),
+        ),
+      )
+      .executeTakeFirst();
+    deleted += Number(result.numDeletedRows);
+  }
+  return deleted;
 }
 
 /**
@@ -183,7 +207,12 @@ async function purgeReservations(trx: Kysely<Database>, before: Date, limit: num
     .skipLocked()
     .execute();
   if (rows.length === 0) return 0;
-  await deleteKeys(trx, 'idempotency_requests', rows);
+  // Each key only while it still names this reservation: a key reused since belongs to another.
+  await deleteKeys(
+    trx,
+    'idempotency_requests',
+    rows.map((r) => ({ ...r, reservation_id: r.id })),
+  );
   const result = await trx
     .deleteFrom('reservations')
     .where(
