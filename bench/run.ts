@@ -21,8 +21,9 @@ import { hotItem } from './scenarios/hot-item.js';
 import { manyItems } from './scenarios/many-items.js';
 import { outbox } from './scenarios/outbox.js';
 import { replay } from './scenarios/replay.js';
+import { soldOut } from './scenarios/sold-out.js';
 
-const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, outbox, expiry, backlog];
+const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog];
 const DIALECTS: DialectName[] = ['mysql', 'postgres', 'pglite'];
 
 const USAGE = `Usage: npm run bench -- [options]
@@ -68,7 +69,7 @@ function parseCli(argv: string[]) {
   if (!(durationS > 0)) fail('--duration must be a positive number of seconds');
   const only = values.only;
   if (only !== undefined && !SCENARIOS.some((s) => s.id === only)) fail(`--only must be one of ${SCENARIOS.map((s) => s.id).join(', ')}`);
-  const defaultConcurrencies = mode === 'quick' || dialect === 'pglite' ? [1, 8] : [1, 8, 32, 64];
+  const defaultConcurrencies = mode === 'quick' || dialect === 'pglite' ? [1, 8] : [1, 16, 32, 64];
   const concurrencies = values.concurrency === undefined ? defaultConcurrencies : values.concurrency.split(',').map(Number);
   if (concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > 256)) fail('--concurrency must list integers from 1 to 256');
   const rounds = values.rounds === undefined ? (mode === 'quick' ? 1 : 3) : Number(values.rounds);

@@ -51,7 +51,7 @@ async function killLockWaiter(t: TestDatabase, stop: () => boolean = () => false
       const { rows } = await sql<{ id: number }>`select id from information_schema.processlist where db = database() and id <> connection_id() and command = 'Query'`.execute(t.db);
       if (rows[0]) return (await sql.raw(`kill ${rows[0].id}`).execute(t.db), true);
     } else {
-      const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query ilike '%items%'`.execute(t.db);
+      const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and (query ilike '%items%' or query ilike '%reserve_or_replay%')`.execute(t.db);
       if (rows[0]) return (await sql`select pg_terminate_backend(${rows[0].pid}::int)`.execute(t.db), true);
     }
     await new Promise((resolve) => setTimeout(resolve, 25));

@@ -79,11 +79,12 @@ function statement(dialect: DialectName, strings: TemplateStringsArray, names: A
 
 /**
  * The SQL of a reservation, per dialect:
- * - `findByKey` + `reserve`: what the engine sends today (its idempotency SELECT, then one
- *   round trip: MySQL/MariaDB `CALL reservation_engine_reserve(…)`, PostgreSQL one statement
- *   with writable CTEs). {@link verifyEngineStatements} checks them against the engine.
- * - `insertIdempotency` … `guardedDecrement`: the client-side transaction the engine used
- *   before (BEGIN; 3 INSERTs; guarded UPDATE; COMMIT).
+ * - `reserve`: what the engine sends today, one round trip: `CALL
+ *   reservation_engine_reserve_or_replay(…)` (MySQL/MariaDB) or `SELECT * FROM
+ *   reservation_engine_reserve_or_replay(…)` (PostgreSQL), which looks the key up, checks the
+ *   stock and writes. {@link verifyEngineStatements} checks it against the engine.
+ * - `findByKey`, then `insertIdempotency` … `guardedDecrement`: the client-side transaction the
+ *   engine used before its routines (idempotency SELECT; BEGIN; 3 INSERTs; guarded UPDATE; COMMIT).
  * - `lockItem` + `decrement`: the architecture's order (SELECT … FOR UPDATE first).
  * - `bareDecrement`: the limit, one autocommit UPDATE.
  */
@@ -94,27 +95,10 @@ export function statements(bench: BenchDatabase) {
     findByKey: t`select r.*, i.payload_hash from idempotency_requests as i inner join reservations as r on r.id = i.reservation_id where i.idempotency_scope = ${'scope'} and i.idempotency_key = ${'key'}`,
     reserve:
       d === 'mysql'
-        ? t`call reservation_engine_reserve(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'})`
-        : t`with decrement as (
-              update items set available_quantity = available_quantity - ${'quantity'}::int, held_quantity = held_quantity + ${'quantity'}::int,
-                updated_at = ${'now'}::timestamptz
-              where id = ${'itemId'}::int and available_quantity >= ${'quantity'}::int
-                and current_setting('transaction_isolation') = 'read committed'
-              returning id
-            ), idempotency as (
-              insert into idempotency_requests (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
-              select ${'scope'}, ${'key'}, ${'hash'}, ${'id'}::uuid, ${'now'}::timestamptz from decrement
-            ), reservation as (
-              insert into reservations (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
-              select ${'id'}::uuid, ${'itemId'}::int, ${'quantity'}::int, 'PENDING', ${'scope'}, ${'key'}, ${'expiresAt'}::timestamptz, ${'now'}::timestamptz, ${'now'}::timestamptz
-              from decrement
-            ), event as (
-              insert into outbox (type, payload, created_at, available_at, attempts)
-              select 'reservation.created', ${'payload'}::jsonb, ${'now'}::timestamptz, ${'now'}::timestamptz, 0 from decrement
-            )
-            select (select count(*) from decrement)::int as reserved,
-                   (select available_quantity from items where id = ${'itemId'}::int) as available,
-                   current_setting('transaction_isolation') = 'read committed' as read_committed`,
+        ? t`call reservation_engine_reserve_or_replay(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'})`
+        : t`select * from reservation_engine_reserve_or_replay(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'})`,
+    /** A sold-out check as a hand-written app would do it: the cheapest possible answer. */
+    readStock: t`select available_quantity from items where id = ${'itemId'}`,
     insertIdempotency: t`insert into idempotency_requests (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at) values (${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'now'})`,
     insertReservation: t`insert into reservations (id, item_id, quantity, status, idempotency_key, expires_at, created_at, updated_at) values (${'id'}, ${'itemId'}, ${'quantity'}, 'PENDING', ${'key'}, ${'expiresAt'}, ${'now'}, ${'now'})`,
     insertOutbox: t`insert into outbox (type, payload, created_at, available_at, attempts) values ('reservation.created', ${'payload'}, ${'now'}, ${'now'}, 0)`,
@@ -127,10 +111,10 @@ export function statements(bench: BenchDatabase) {
 
 export type Statements = ReturnType<typeof statements>;
 
-/** Whether the engine's `reserve` answer (a CALL's result sets, or the CTE's row) says it reserved. */
-export function reservedByStatement(rows: any[]): boolean {
+/** The outcome the engine's `reserve` routine answered (a CALL's first result set, or the function's row). */
+export function reserveOutcomeOf(rows: any[]): string | undefined {
   const row = Array.isArray(rows[0]) ? rows[0][0] : rows[0];
-  return Number(row?.reserved) === 1;
+  return row?.outcome;
 }
 
 /**
@@ -158,7 +142,7 @@ const normalize = (text: string) =>
 
 /**
  * Runs one engine.reserve with Kysely's query log on and compares the statements it sent with
- * the raw baseline's `findByKey` + `reserve`. Returns a note for the report; `matches` false
+ * the raw baseline's `reserve`. Returns a note for the report; `matches` false
  * means bench/lib/fixtures.ts needs updating to follow the engine.
  */
 export async function verifyEngineStatements(bench: BenchDatabase): Promise<{ matches: boolean; note: string }> {
@@ -172,7 +156,7 @@ export async function verifyEngineStatements(bench: BenchDatabase): Promise<{ ma
   }
   await bench.reset();
   const s = statements(bench);
-  const expected = [s.findByKey.sql, s.reserve.sql].map((text) => normalize(prefixTables(text)));
+  const expected = [s.reserve.sql].map((text) => normalize(prefixTables(text)));
   // The engine's one-time session check (MySQL's sql_mode) is not part of a reserve.
   const actual = sent.filter((text) => !/@@session\.sql_mode/.test(text)).map(normalize);
   const matches = expected.length === actual.length && expected.every((e, i) => e === actual[i]);

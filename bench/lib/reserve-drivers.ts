@@ -6,7 +6,7 @@
 import type { Driver } from './closed-loop.js';
 import { keyMaker, openEngine, rawTransaction } from './closed-loop.js';
 import type { BenchDatabase } from './db.js';
-import { reservationValues, reservedByStatement, statements } from './fixtures.js';
+import { reservationValues, reserveOutcomeOf, statements } from './fixtures.js';
 
 type PickItem = () => number;
 
@@ -24,8 +24,8 @@ export async function engineReserve(bench: BenchDatabase, concurrency: number, i
 }
 
 /**
- * What engine.reserve sends, through the raw driver: the idempotency SELECT on one pooled
- * connection, then the one-round-trip reserve statement (CALL / writable CTE) in autocommit.
+ * What engine.reserve sends, through the raw driver: the one-round-trip reserve routine
+ * (CALL / SELECT of the function) in autocommit.
  */
 export async function rawEngineStatements(bench: BenchDatabase, concurrency: number, item: PickItem, tag: string): Promise<Driver> {
   const pool = await bench.raw(concurrency);
@@ -34,10 +34,9 @@ export async function rawEngineStatements(bench: BenchDatabase, concurrency: num
   return {
     async op() {
       const v = reservationValues(item(), 1, key());
-      const earlier = await pool.withConnection((conn) => conn.query(s.findByKey.sql, s.findByKey.params(v)));
-      if (earlier.rows.length > 0) throw new Error('a fresh key was found');
       const { rows } = await pool.withConnection((conn) => conn.query(s.reserve.sql, s.reserve.params(v)));
-      if (!reservedByStatement(rows)) throw new Error('not reserved');
+      const outcome = reserveOutcomeOf(rows);
+      if (outcome !== 'reserved') throw new Error(`not reserved: ${outcome}`);
     },
     close: () => pool.end(),
   };

@@ -5,7 +5,7 @@
  */
 import { type ClosedLoopSpec, runClosedLoopScenario } from '../lib/closed-loop.js';
 import { checkStock, pick, seedItems, verifyEngineStatements } from '../lib/fixtures.js';
-import { engineReserve, rawClientTransaction, rawEngineStatements } from '../lib/reserve-drivers.js';
+import { engineReserve, rawArchitectureOrder, rawClientTransaction, rawEngineStatements } from '../lib/reserve-drivers.js';
 import type { Scenario, ScenarioContext } from '../lib/scenario.js';
 
 export const MANY_ITEMS = 1000;
@@ -20,7 +20,7 @@ function makeSpec(statementsNote: string): ClosedLoopSpec<Fixture> {
     id: 'many-items',
     title: 'Many items',
     description: `Each request reserves 1 unit of one of ${MANY_ITEMS.toLocaleString('en-US')} items (uniform random, ${MANY_ITEMS_STOCK.toLocaleString('en-US')} units each).`,
-    baselines: ['raw'],
+    baselines: ['raw', 'arch'],
     notes: [
       "raw sends the statements engine.reserve sends — the idempotency SELECT on one pooled connection, then the one-round-trip reserve statement on another — through the raw driver's pool.getConnection() + conn.query().",
       "raw's values: UUID v7 (the engine's generator), SHA-256 of the request, the JSON payload; no input validation, no canonical JSON, no Kysely.",
@@ -39,6 +39,12 @@ function makeSpec(statementsNote: string): ClosedLoopSpec<Fixture> {
         label: "engine's statements (raw)",
         description: 'Raw driver: the idempotency SELECT (autocommit), then the one-round-trip reserve statement (autocommit).',
         open: (bench, c, { itemIds }) => rawEngineStatements(bench, c, () => pick(itemIds), `many-r${c}`),
+      },
+      {
+        key: 'arch',
+        label: "architecture's order (raw)",
+        description: 'Raw driver: BEGIN; SELECT available_quantity … FOR UPDATE; UPDATE items (decrement); INSERT idempotency_requests; INSERT reservations; INSERT outbox; COMMIT.',
+        open: (bench, c, { itemIds }) => rawArchitectureOrder(bench, c, () => pick(itemIds), `many-a${c}`),
       },
       {
         key: 'tx-raw',

@@ -25,7 +25,7 @@ interface Fixture {
 }
 
 /** `n` PENDING reservations over the items, with their idempotency records and events; the items' stock reduced to match. */
-async function seedReservations(bench: BenchDatabase, itemIds: number[], n: number): Promise<Existing[]> {
+export async function seedReservations(bench: BenchDatabase, itemIds: number[], n: number): Promise<Existing[]> {
   const now = new Date();
   const expiresAt = new Date(now.getTime() + TTL_SECONDS * 1000);
   const run = Math.random().toString(36).slice(2, 8);

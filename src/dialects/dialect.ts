@@ -1,6 +1,6 @@
 import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely, Selectable } from 'kysely';
 import type { SchemaNames } from '../schema/tables.js';
-import type { Database, ItemsTable } from '../types.js';
+import type { Database, ItemsTable, ReservationsTable } from '../types.js';
 
 /** @internal What {@link SqlDialect.reserve} writes. */
 export interface NewReservation {
@@ -16,8 +16,17 @@ export interface NewReservation {
   readonly eventPayload: unknown;
 }
 
-/** @internal */
-export type ReserveOutcome = { readonly reserved: true } | { readonly reserved: false; readonly available: number | null };
+/**
+ * @internal
+ * What a reserve found: it wrote the reservation; or the key had been used (`replay`: the earlier
+ * request's hash and reservation row, nothing written); or there was no such item, or too little
+ * stock (nothing written).
+ */
+export type ReserveOutcome =
+  | { readonly kind: 'reserved' }
+  | { readonly kind: 'replay'; readonly payloadHash: string; readonly reservation: Selectable<ReservationsTable> }
+  | { readonly kind: 'missing' }
+  | { readonly kind: 'insufficient'; readonly available: number };
 
 /** A column type as Kysely's schema builder takes it. */
 export type ColumnType = ColumnDataType | Expression<unknown>;
@@ -48,18 +57,33 @@ export interface SqlDialect {
   insertItem(db: Kysely<Database>, values: Insertable<ItemsTable>): Promise<Selectable<ItemsTable>>;
 
   /**
-   * Writes a new reservation in ONE round trip and one transaction: the idempotency record, the
-   * PENDING reservation, its `reservation.created` event, and the guarded stock decrement
-   * (`available_quantity >= quantity`), which takes the item's row lock. Because the whole
-   * transaction runs inside the server, the hot row lock is never held across a client round
-   * trip. On a duplicate idempotency key it throws the driver's duplicate-key error; when the
-   * decrement finds no such item or too little stock it writes nothing and says so.
+   * A whole reserve in ONE round trip, inside the server (the `reserve_or_replay` routine):
+   * 1. reads the item's stock (a plain read: no lock), then the idempotency key — in that order,
+   *    so a request with this key that took the last units is seen as a replay, never as
+   *    "sold out";
+   * 2. a key used before → `replay`, nothing written;
+   * 3. no such item or too little stock → `missing` / `insufficient`, nothing written and no
+   *    lock taken: a sold-out item costs two index reads;
+   * 4. otherwise one READ COMMITTED transaction writes the idempotency record, the PENDING
+   *    reservation and its `reservation.created` event, and LAST the guarded stock decrement
+   *    (`available_quantity >= quantity`), so the item's row lock is held only from that
+   *    statement to the COMMIT right after it, never across a client round trip. When the
+   *    decrement loses a race for the last units, everything rolls back → `insufficient`.
+   *
+   * A concurrent request with the same key that committed first makes the insert throw the
+   * driver's duplicate-key error: the caller runs it again, and step 2 answers.
    */
   reserve(db: Kysely<Database>, names: SchemaNames, reservation: NewReservation): Promise<ReserveOutcome>;
 
-  /** Creates the server-side routines {@link reserve} relies on (a migration calls it). */
+  /** Creates the server-side routine {@link reserve} calls (migration 0004). */
   createRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
   dropRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
+  /**
+   * The routines migration 0002 created (MySQL: the first reserve procedure), unchanged, for
+   * engines that predate migration 0004. Nothing calls them now.
+   */
+  createLegacyRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
+  dropLegacyRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
 
   /** A JSON value as the driver hands it over (a string or already parsed) → the value. */
   parseJson(value: unknown): unknown;
@@ -83,3 +107,29 @@ export interface SqlDialect {
     table(builder: CreateTableBuilder<any, any>): CreateTableBuilder<any, any>;
   };
 }
+
+/** @internal The row a reserve routine answers with (the reservation's columns only for a replay). */
+export interface ReserveRow extends Partial<Selectable<ReservationsTable>> {
+  readonly outcome: 'reserved' | 'replay' | 'missing' | 'insufficient';
+  readonly available: number | string | null;
+  readonly payload_hash?: string;
+}
+
+/** @internal The routine's row → {@link ReserveOutcome}. */
+export function reserveOutcome(row: ReserveRow): ReserveOutcome {
+  switch (row.outcome) {
+    case 'reserved':
+      return RESERVED;
+    case 'replay':
+      return { kind: 'replay', payloadHash: String(row.payload_hash), reservation: row as Selectable<ReservationsTable> };
+    case 'missing':
+      return MISSING;
+    case 'insufficient':
+      return { kind: 'insufficient', available: Number(row.available) };
+    default:
+      throw new Error(`the reserve routine answered an unknown outcome: ${String(row.outcome)}`);
+  }
+}
+
+const RESERVED: ReserveOutcome = Object.freeze({ kind: 'reserved' });
+const MISSING: ReserveOutcome = Object.freeze({ kind: 'missing' });

@@ -1,7 +1,7 @@
-import { sql } from 'kysely';
+import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
-import type { SqlDialect } from './dialect.js';
+import { type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -37,16 +37,96 @@ const CONNECTION_CODES = new Set([
  */
 const ROUTINE_SQL_MODE = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION';
 
+/** The routine {@link SqlDialect.reserve} calls, and the one migration 0002 created before it. */
+const RESERVE_ROUTINE = 'reserve_or_replay';
+const LEGACY_RESERVE_ROUTINE = 'reserve';
+
+/** The reservation columns a replay returns, in the shape of a `reservations` row. */
+const REPLAY_COLUMNS = 'r.id, r.item_id, r.quantity, r.status, r.idempotency_scope, r.idempotency_key, r.expires_at, r.created_at, r.updated_at';
+
 /**
- * The whole reserve transaction, server-side: the item's row lock is taken by the last statement
- * and released by the COMMIT right after it, without a client round trip in between. Any error
- * (duplicate key, deadlock) rolls back and reaches the client unchanged.
+ * A whole reserve, server-side (see {@link SqlDialect.reserve} for the steps). The stock and key
+ * reads run before any transaction, as plain consistent reads; the write transaction takes the
+ * item's row lock with its last statement and releases it with the COMMIT right after, without
+ * a client round trip in between. Any error (duplicate key, deadlock) rolls back and reaches the
+ * client unchanged.
  */
 function reserveProcedure(names: SchemaNames): string {
   const id = (name: string) => `\`${name}\``;
   const table = (name: LogicalTable) => id(names.table(name));
   return `
-create procedure ${id(names.object('reserve'))}(
+create procedure ${id(names.object(RESERVE_ROUTINE))}(
+  in p_scope varchar(255) character set ascii,
+  in p_key varchar(255) character set ascii,
+  in p_hash char(64) character set ascii,
+  in p_id char(36) character set ascii,
+  in p_item_id int,
+  in p_quantity int,
+  in p_expires_at datetime(3),
+  in p_now datetime(3),
+  in p_payload text character set utf8mb4
+)
+modifies sql data
+reserve_or_replay: begin
+  declare v_available int default null;
+  declare v_hash char(64) character set ascii default null;
+  declare v_reservation char(36) character set ascii default null;
+  declare exit handler for sqlexception
+  begin
+    rollback;
+    resignal;
+  end;
+  -- A read that finds no row leaves its variables NULL.
+  declare continue handler for not found begin end;
+  -- Stock first, then the key: a same-key request that took the last units is a replay. Both are
+  -- SELECT … INTO, a consistent read that takes no lock (SET v = (SELECT …) and IF EXISTS would
+  -- take shared locks and wait for the hot row).
+  select available_quantity into v_available from ${table('items')} where id = p_item_id;
+  select payload_hash, reservation_id into v_hash, v_reservation from ${table('idempotency_requests')}
+    where idempotency_scope = p_scope and idempotency_key = p_key;
+  if v_reservation is not null then
+    select 'replay' as outcome, null as available, v_hash as payload_hash, ${REPLAY_COLUMNS}
+      from ${table('reservations')} r where r.id = v_reservation;
+    leave reserve_or_replay;
+  end if;
+  if v_available is null then
+    select 'missing' as outcome, null as available;
+    leave reserve_or_replay;
+  end if;
+  if v_available < p_quantity then
+    select 'insufficient' as outcome, v_available as available;
+    leave reserve_or_replay;
+  end if;
+  -- The isolation the routine was designed for, whatever the session's default.
+  set transaction isolation level read committed;
+  start transaction;
+  insert into ${table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
+    values (p_scope, p_key, p_hash, p_id, p_now);
+  insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
+    values (p_id, p_item_id, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts)
+    values ('reservation.created', p_payload, p_now, p_now, 0);
+  update ${table('items')} set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
+    where id = p_item_id and available_quantity >= p_quantity;
+  if row_count() = 1 then
+    commit;
+    select 'reserved' as outcome, null as available;
+  else
+    rollback;
+    select 'insufficient' as outcome, (select available_quantity from ${table('items')} where id = p_item_id) as available;
+  end if;
+end`;
+}
+
+/**
+ * The routine migration 0002 created, kept byte for byte so that the migration still creates what
+ * it always did: engines from before migration 0004 call it. Nothing calls it now.
+ */
+function legacyReserveProcedure(names: SchemaNames): string {
+  const id = (name: string) => `\`${name}\``;
+  const table = (name: LogicalTable) => id(names.table(name));
+  return `
+create procedure ${id(names.object(LEGACY_RESERVE_ROUTINE))}(
   in p_scope varchar(255) character set ascii,
   in p_key varchar(255) character set ascii,
   in p_hash char(64) character set ascii,
@@ -98,6 +178,23 @@ function isConnectionError(error: unknown): boolean {
   return e.fatal === true || /connection is in closed state|connection lost|pool is closed/i.test(String(e.message ?? ''));
 }
 
+/** Creates a routine under {@link ROUTINE_SQL_MODE}, leaving the session's own mode as it was. */
+async function createProcedure(db: Kysely<any>, text: string): Promise<void> {
+  await db.connection().execute(async (connection) => {
+    const { rows } = await sql<{ mode: string }>`select @@session.sql_mode as mode`.execute(connection);
+    await sql`set session sql_mode = ${ROUTINE_SQL_MODE}`.execute(connection);
+    try {
+      await sql.raw(text).execute(connection);
+    } finally {
+      await sql`set session sql_mode = ${rows[0]?.mode ?? ''}`.execute(connection);
+    }
+  });
+}
+
+async function dropProcedure(db: Kysely<any>, name: string): Promise<void> {
+  await sql`drop procedure if exists ${sql.id(name)}`.execute(db);
+}
+
 /** @internal MySQL 8 and MariaDB ≥ 10.6 through Kysely's MysqlDialect (mysql2). */
 export const mysqlDialect: SqlDialect = Object.freeze({
   name: 'mysql',
@@ -126,28 +223,28 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   },
 
   async reserve(db, names, r) {
-    const { rows } = await sql<unknown>`call ${sql.id(names.object('reserve'))}(${r.idempotencyScope}, ${r.idempotencyKey}, ${r.payloadHash}, ${r.id}, ${r.itemId}, ${r.quantity}, ${r.expiresAt}, ${r.now}, ${r.eventPayload})`.execute(db);
+    const query = CompiledQuery.raw(`call \`${names.object(RESERVE_ROUTINE)}\`(?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+      r.idempotencyScope,
+      r.idempotencyKey,
+      r.payloadHash,
+      r.id,
+      r.itemId,
+      r.quantity,
+      r.expiresAt,
+      r.now,
+      r.eventPayload,
+    ]);
     // mysql2 answers a CALL with [result set, OK packet].
-    const row = (rows[0] as unknown as Array<{ reserved: number; available: number | null }>)[0];
-    if (!row) throw new Error(`${names.object('reserve')} returned no result`);
-    return Number(row.reserved) === 1 ? { reserved: true } : { reserved: false, available: row.available === null ? null : Number(row.available) };
+    const { rows } = await db.executeQuery<unknown>(query);
+    const row = (rows[0] as unknown as ReserveRow[] | undefined)?.[0];
+    if (!row) throw new Error(`${names.object(RESERVE_ROUTINE)} returned no result`);
+    return reserveOutcome(row);
   },
 
-  async createRoutines(db, names) {
-    await db.connection().execute(async (connection) => {
-      const { rows } = await sql<{ mode: string }>`select @@session.sql_mode as mode`.execute(connection);
-      await sql`set session sql_mode = ${ROUTINE_SQL_MODE}`.execute(connection);
-      try {
-        await sql.raw(reserveProcedure(names)).execute(connection);
-      } finally {
-        await sql`set session sql_mode = ${rows[0]?.mode ?? ''}`.execute(connection);
-      }
-    });
-  },
-
-  async dropRoutines(db, names) {
-    await sql`drop procedure if exists ${sql.id(names.object('reserve'))}`.execute(db);
-  },
+  createRoutines: (db, names) => createProcedure(db, reserveProcedure(names)),
+  dropRoutines: (db, names) => dropProcedure(db, names.object(RESERVE_ROUTINE)),
+  createLegacyRoutines: (db, names) => createProcedure(db, legacyReserveProcedure(names)),
+  dropLegacyRoutines: (db, names) => dropProcedure(db, names.object(LEGACY_RESERVE_ROUTINE)),
 
   // MariaDB's JSON is LONGTEXT, so mysql2 returns a string; MySQL 8 returns parsed JSON.
   parseJson: (value: unknown) => (typeof value === 'string' ? JSON.parse(value) : value),

@@ -1,6 +1,7 @@
-import { type Kysely, sql } from 'kysely';
+import { CompiledQuery, type Kysely, sql } from 'kysely';
+import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import type { Database } from '../types.js';
-import type { NewReservation, ReserveOutcome, SqlDialect } from './dialect.js';
+import { type NewReservation, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const UNIQUE_VIOLATION = '23505';
 const RETRYABLE = new Set([
@@ -33,39 +34,86 @@ function isConnectionError(error: unknown): boolean {
   );
 }
 
+/** The function {@link SqlDialect.reserve} calls. */
+const RESERVE_ROUTINE = 'reserve_or_replay';
+/** Raised by the function when its decrement lost the race for the last units (all rolled back). */
+const LOST_RACE = 'RE001';
+
 /**
- * One statement, so one implicit transaction: the decrement takes the item's row lock and the
- * inserts run only if it found stock; the lock is released when the statement commits, without
- * a client round trip in between. It runs only at READ COMMITTED (under a stricter default it
- * changes nothing and says so), so a host's default isolation never turns contention into
- * serialization failures.
+ * A whole reserve, server-side (see {@link SqlDialect.reserve} for the steps), as a PL/pgSQL
+ * function: its statements are planned once per session, and a call is one short statement.
+ * The decrement runs last, so the item's row lock is held only until the COMMIT of the calling
+ * statement. When it loses the race for the last units the function raises, which rolls back
+ * its inserts with the statement. It writes only at READ COMMITTED (under a stricter default it
+ * answers 'not read committed' and the client runs it again in a READ COMMITTED transaction), so
+ * a host's default isolation never turns contention into serialization failures.
  */
-async function reserveStatement(db: Kysely<Database>, r: NewReservation): Promise<ReserveOutcome | 'not read committed'> {
-  const { rows } = await sql<{ reserved: number; available: number | null; read_committed: boolean }>`
-    with decrement as (
-      update ${sql.table('items')} set available_quantity = available_quantity - ${r.quantity}::int, held_quantity = held_quantity + ${r.quantity}::int,
-        updated_at = ${r.now}::timestamptz
-      where id = ${r.itemId}::int and available_quantity >= ${r.quantity}::int
-        and current_setting('transaction_isolation') = 'read committed'
-      returning id
-    ), idempotency as (
-      insert into ${sql.table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
-      select ${r.idempotencyScope}, ${r.idempotencyKey}, ${r.payloadHash}, ${r.id}::uuid, ${r.now}::timestamptz from decrement
-    ), reservation as (
-      insert into ${sql.table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
-      select ${r.id}::uuid, ${r.itemId}::int, ${r.quantity}::int, 'PENDING', ${r.idempotencyScope}, ${r.idempotencyKey}, ${r.expiresAt}::timestamptz, ${r.now}::timestamptz, ${r.now}::timestamptz
-      from decrement
-    ), event as (
-      insert into ${sql.table('outbox')} (type, payload, created_at, available_at, attempts)
-      select 'reservation.created', ${r.eventPayload}::jsonb, ${r.now}::timestamptz, ${r.now}::timestamptz, 0 from decrement
-    )
-    select (select count(*) from decrement)::int as reserved,
-           (select available_quantity from ${sql.table('items')} where id = ${r.itemId}::int) as available,
-           current_setting('transaction_isolation') = 'read committed' as read_committed`.execute(db);
-  const row = rows[0];
-  if (!row) throw new Error('reserve statement returned no row');
-  if (!row.read_committed) return 'not read committed';
-  return Number(row.reserved) === 1 ? { reserved: true } : { reserved: false, available: row.available === null ? null : Number(row.available) };
+function reserveFunction(names: SchemaNames): string {
+  const id = (name: string) => `"${name}"`;
+  const table = (name: LogicalTable) => id(names.table(name));
+  return `
+create function ${id(names.object(RESERVE_ROUTINE))}(
+  p_scope varchar, p_key varchar, p_hash varchar, p_id uuid, p_item_id int, p_quantity int,
+  p_expires_at timestamptz, p_now timestamptz, p_payload jsonb)
+returns table (outcome text, available int, payload_hash char(64), id uuid, item_id int, quantity int, status varchar,
+  idempotency_scope varchar, idempotency_key varchar, expires_at timestamptz, created_at timestamptz, updated_at timestamptz)
+language plpgsql volatile
+as $fn$
+#variable_conflict use_column
+declare
+  v_available int;
+begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    return query select 'not read committed'::text, null::int, null::char(64), null::uuid, null::int, null::int, null::varchar,
+      null::varchar, null::varchar, null::timestamptz, null::timestamptz, null::timestamptz;
+    return;
+  end if;
+  -- Stock first, then the key: a same-key request that took the last units is a replay.
+  select i.available_quantity into v_available from ${table('items')} i where i.id = p_item_id;
+  return query select 'replay'::text, null::int, k.payload_hash, r.id, r.item_id, r.quantity, r.status,
+      r.idempotency_scope, r.idempotency_key, r.expires_at, r.created_at, r.updated_at
+    from ${table('idempotency_requests')} k join ${table('reservations')} r on r.id = k.reservation_id
+    where k.idempotency_scope = p_scope and k.idempotency_key = p_key;
+  if found then
+    return;
+  end if;
+  if v_available is null or v_available < p_quantity then
+    return query select case when v_available is null then 'missing' else 'insufficient' end, v_available, null::char(64), null::uuid,
+      null::int, null::int, null::varchar, null::varchar, null::varchar, null::timestamptz, null::timestamptz, null::timestamptz;
+    return;
+  end if;
+  insert into ${table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
+    values (p_scope, p_key, p_hash, p_id, p_now);
+  insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
+    values (p_id, p_item_id, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts)
+    values ('reservation.created', p_payload, p_now, p_now, 0);
+  update ${table('items')} set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
+    where id = p_item_id and available_quantity >= p_quantity;
+  if not found then
+    raise exception using errcode = '${LOST_RACE}', message = 'reservation-engine: the stock went to a concurrent reserve';
+  end if;
+  return query select 'reserved'::text, null::int, null::char(64), null::uuid, null::int, null::int, null::varchar,
+    null::varchar, null::varchar, null::timestamptz, null::timestamptz, null::timestamptz;
+end
+$fn$`;
+}
+
+async function callReserve(db: Kysely<Database>, names: SchemaNames, r: NewReservation): Promise<ReserveOutcome | 'not read committed'> {
+  const query = CompiledQuery.raw(`select * from "${names.object(RESERVE_ROUTINE)}"($1, $2, $3, $4, $5, $6, $7, $8, $9)`, [
+    r.idempotencyScope,
+    r.idempotencyKey,
+    r.payloadHash,
+    r.id,
+    r.itemId,
+    r.quantity,
+    r.expiresAt,
+    r.now,
+    r.eventPayload,
+  ]);
+  const row = (await db.executeQuery<ReserveRow | { outcome: 'not read committed' }>(query)).rows[0];
+  if (!row) throw new Error(`${names.object(RESERVE_ROUTINE)} returned no row`);
+  return row.outcome === 'not read committed' ? row.outcome : reserveOutcome(row);
 }
 
 /** @internal PostgreSQL ≥ 13 through Kysely's PostgresDialect (pg) or PGliteDialect. */
@@ -83,19 +131,35 @@ export const postgresDialect: SqlDialect = Object.freeze({
   // Values travel apart from the SQL text: no session setting can change how they are read.
   verifySession: async () => {},
 
-  async reserve(db, _names, r) {
-    const outcome = await reserveStatement(db, r);
-    if (outcome !== 'not read committed') return outcome;
-    // The session's default isolation is stricter (a host's REPEATABLE READ or SERIALIZABLE):
-    // the statement changed nothing; run it again in a transaction at the level it was designed for.
-    return db
-      .transaction()
-      .setIsolationLevel('read committed')
-      .execute(async (trx) => (await reserveStatement(trx, r)) as ReserveOutcome);
+  async reserve(db, names, r) {
+    try {
+      const outcome = await callReserve(db, names, r);
+      if (outcome !== 'not read committed') return outcome;
+      // The session's default isolation is stricter (a host's REPEATABLE READ or SERIALIZABLE):
+      // the function changed nothing; call it again in a transaction at the level it was designed for.
+      return await db
+        .transaction()
+        .setIsolationLevel('read committed')
+        .execute(async (trx) => (await callReserve(trx, names, r)) as ReserveOutcome);
+    } catch (error) {
+      if (sqlState(error) !== LOST_RACE) throw error;
+      // The decrement lost the race for the last units; everything it wrote was rolled back.
+      const item = await db.selectFrom('items').select('available_quantity').where('id', '=', r.itemId).executeTakeFirst();
+      return item ? { kind: 'insufficient', available: Number(item.available_quantity) } : { kind: 'missing' };
+    }
   },
 
-  createRoutines: async () => {},
-  dropRoutines: async () => {},
+  async createRoutines(db, names) {
+    await sql.raw(reserveFunction(names)).execute(db);
+  },
+
+  async dropRoutines(db, names) {
+    await sql`drop function if exists ${sql.id(names.object(RESERVE_ROUTINE))}`.execute(db);
+  },
+
+  // Before migration 0004 PostgreSQL needed no routine.
+  createLegacyRoutines: async () => {},
+  dropLegacyRoutines: async () => {},
 
   parseJson: (value: unknown) => (typeof value === 'string' ? JSON.parse(value) : value),
   serializeJson: (value: unknown) => JSON.stringify(value),

@@ -1,4 +1,4 @@
-import type { CompiledQuery, Kysely, Selectable, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import type { Kysely, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
 import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import type { ReserveOutcome } from '../dialects/dialect.js';
@@ -18,7 +18,7 @@ import { eventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
 import { engineDb, type SchemaNames, schemaNames } from '../schema/tables.js';
 import { sleep, withRetries } from '../transaction.js';
-import type { Database, Item, OutboxEventType, Reservation, ReservationStatus, ReservationsTable } from '../types.js';
+import type { Database, Item, OutboxEventType, Reservation, ReservationStatus } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import { transact, underSavepoint, type WriteOptions, type WriteTarget, writeTarget } from './host-transaction.js';
 import { reserveInHostTransaction } from './reserve-in-transaction.js';
@@ -169,8 +169,6 @@ const optionsSchema = z.strictObject({
   clock: functionSchema<() => Date>('a function returning a Date').optional(),
 });
 
-type LookupRow = Selectable<ReservationsTable> & { payload_hash: string };
-type LookupQuery = CompiledQuery<LookupRow>;
 
 type StatusUpdate = UpdateQueryBuilder<Database, 'reservations', 'reservations', UpdateResult>;
 
@@ -211,7 +209,6 @@ export class ReservationEngine {
   readonly #dialect: SqlDialect;
   readonly #defaultTtlSeconds: number;
   readonly #clock: () => Date;
-  #lookupQuery: LookupQuery | undefined;
 
   constructor(options: ReservationEngineOptions) {
     const parsed = parseOptions(optionsSchema, options);
@@ -362,31 +359,37 @@ export class ReservationEngine {
 
     return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
       for (let round = 1, afterDuplicate = false; ; round++) {
-        // In a host's transaction the first look is a plain read: a locking read of a key that is
-        // not there would take a gap lock on MySQL/MariaDB, and two hosts inserting nearby keys
-        // would deadlock. After a duplicate key the row exists, and a locking read sees it.
-        const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: target.hosted && afterDuplicate });
-        if (earlier) return replay(earlier, hash, idempotencyKey);
-        if (target.hosted && afterDuplicate) throw new TransactionConflictError(round, undefined, { hosted: true });
+        if (target.hosted) {
+          // The engine's own reserve looks the key up inside its one round trip. In a host's
+          // transaction the first look is a plain read: a locking read of a key that is not there
+          // would take a gap lock on MySQL/MariaDB, and two hosts inserting nearby keys would
+          // deadlock. After a duplicate key the row exists, and a locking read sees it.
+          const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: afterDuplicate });
+          if (earlier) return replay(earlier, hash, idempotencyKey);
+          if (afterDuplicate) throw new TransactionConflictError(round, undefined, { hosted: true });
+        }
         let written: { reservation: Reservation; outcome: ReserveOutcome };
         try {
           written = await this.#insertReservation(target, { ...request, scope, ttlSeconds, hash });
         } catch (error) {
           // A concurrent request with the same key committed first (our INSERT waited for it):
-          // the next round reads and replays its result, outside the failed transaction's snapshot.
+          // the next round finds and replays its result, outside the failed transaction.
           if (!this.#dialect.isDuplicateKey(error)) throw error;
           if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
           afterDuplicate = true;
           continue;
         }
         const { reservation, outcome } = written;
-        if (outcome.reserved) return { reservation, replayed: false };
-        // The stock may be gone because a concurrent request with this key took it (PostgreSQL
-        // decrements first, so it never reached the key's unique index): answer as its replay.
-        const winner = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: false });
-        if (winner) return replay(winner, hash, idempotencyKey);
-        if (outcome.available === null) throw new NotFoundError('item', request.itemId);
-        throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
+        switch (outcome.kind) {
+          case 'reserved':
+            return { reservation, replayed: false };
+          case 'replay':
+            return replay({ hash: outcome.payloadHash, reservation: toReservation(outcome.reservation) }, hash, idempotencyKey);
+          case 'missing':
+            throw new NotFoundError('item', request.itemId);
+          case 'insufficient':
+            throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
+        }
       }
     });
   }
@@ -519,17 +522,10 @@ export class ReservationEngine {
     });
   }
 
+  /** The request a key was used for, read in the host's transaction (a locking read sees the latest committed row, not the snapshot of the host's first read). */
   async #findByIdempotencyKey(target: WriteTarget, scope: string, idempotencyKey: string, { lock }: { lock: boolean }): Promise<EarlierRequest | undefined> {
-    let row: LookupRow | undefined;
-    if (target.hosted) {
-      // A locking read sees the latest committed row, not the snapshot of the host's first read.
-      const query = lookupQuery(target.db, scope, idempotencyKey);
-      row = await (lock ? query.forUpdate() : query).executeTakeFirst();
-    } else {
-      // Compiled once per engine: this runs before every reserve and is all a replay costs.
-      const query: LookupQuery = (this.#lookupQuery ??= lookupQuery(this.#db, '', '').compile());
-      row = (await this.#db.executeQuery<LookupRow>({ ...query, parameters: [scope, idempotencyKey] })).rows[0];
-    }
+    const query = lookupQuery(target.db, scope, idempotencyKey);
+    const row = await (lock ? query.forUpdate() : query).executeTakeFirst();
     return row && { hash: row.payload_hash, reservation: toReservation(row) };
   }
 

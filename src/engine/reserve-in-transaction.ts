@@ -48,11 +48,11 @@ export async function reserveInHostTransaction(trx: Kysely<Database>, dialect: S
         .where('available_quantity', '>=', r.quantity)
         .executeTakeFirst();
       if (Number(decrement.numUpdatedRows) !== 1) throw noStock;
-      return { reserved: true } as const;
+      return { kind: 'reserved' } as const;
     });
   } catch (error) {
     if (error !== noStock) throw error;
     const item = await trx.selectFrom('items').select('available_quantity').where('id', '=', r.itemId).executeTakeFirst();
-    return { reserved: false, available: item ? Number(item.available_quantity) : null };
+    return item ? { kind: 'insufficient', available: Number(item.available_quantity) } : { kind: 'missing' };
   }
 }

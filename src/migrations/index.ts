@@ -8,6 +8,7 @@ import { databaseKindSchema, kyselySchema, parseOptions } from '../validation.js
 import { initialMigration } from './0001-initial.js';
 import { reserveRoutineMigration } from './0002-reserve-routine.js';
 import { retentionIndexesMigration } from './0003-retention-indexes.js';
+import { reserveOrReplayMigration } from './0004-reserve-or-replay.js';
 
 /** Options of {@link migrateToLatest} and {@link reservationEngineMigrations}. */
 export interface MigrationOptions {
@@ -49,6 +50,7 @@ export function reservationEngineMigrations(options: MigrationOptions = {}): Rea
     reservation_engine_0001_initial: step(initialMigration),
     reservation_engine_0002_reserve_routine: step(reserveRoutineMigration),
     reservation_engine_0003_retention_indexes: step(retentionIndexesMigration),
+    reservation_engine_0004_reserve_or_replay: step(reserveOrReplayMigration),
   });
 }
 
