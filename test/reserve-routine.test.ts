@@ -153,4 +153,68 @@ describeEachServerDialect('reserve_or_replay: one round trip', (t) => {
       await db.destroy();
     }
   });
+
+  it('after a sold-out answer the item is asked with one plain read; stock that comes back is reserved at once', async () => {
+    const sent: string[] = [];
+    const db = await logged(sent);
+    try {
+      const engine = new ReservationEngine({ db });
+      const other = new ReservationEngine({ db: t.db });
+      const item = await engine.createItem({ sku: unique(), name: 'flash sale', availableQuantity: 2 });
+      const winner = await engine.reserve({ itemId: item.id, quantity: 2, idempotencyKey: 'winner' });
+      expect(await caught(() => engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'late-1' }))).toBeInstanceOf(InsufficientStockError);
+
+      // Noted as sold out: a new request, a replay and a conflicting reuse each cost one SELECT.
+      for (const [input, expected] of [
+        [{ idempotencyKey: 'late-2', quantity: 1 }, InsufficientStockError],
+        [{ idempotencyKey: 'winner', quantity: 2 }, undefined],
+        [{ idempotencyKey: 'winner', quantity: 1 }, IdempotencyConflictError],
+      ] as const) {
+        sent.length = 0;
+        const outcome = await engine.reserve({ itemId: item.id, ...input }).catch((e: unknown) => e);
+        if (expected) expect(outcome).toBeInstanceOf(expected);
+        else expect(outcome).toEqual({ reservation: winner.reservation, replayed: true });
+        expect(sent).toHaveLength(1);
+        expect(sent[0]).toMatch(/^select i\.available_quantity/);
+      }
+
+      // Another process returns the stock: the note is stale, and the next reserve gets the unit
+      // (a read, then the routine), never a false "sold out".
+      await other.cancel(winner.reservation.id);
+      sent.length = 0;
+      const fresh = await engine.reserve({ itemId: item.id, quantity: 2, idempotencyKey: 'late-3' });
+      expect(fresh.replayed).toBe(false);
+      expect(sent).toHaveLength(2);
+      expect(sent[1]).toMatch(/reserve_or_replay/);
+      // The note is gone: the next reserve goes straight to the routine (and finds it sold out again).
+      sent.length = 0;
+      expect(await caught(() => engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: 'late-4' }))).toBeInstanceOf(InsufficientStockError);
+      expect(sent).toHaveLength(1);
+      expect(sent[0]).toMatch(/reserve_or_replay/);
+      expect(await other.getItem(item.id)).toMatchObject({ availableQuantity: 0, heldQuantity: 2 });
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('a note never outlives a restock that a concurrent crowd races for: no oversell, every unit sold', async () => {
+    const engine = new ReservationEngine({ db: t.connect(8) });
+    const item = await engine.createItem({ sku: unique(), name: 'restocked', availableQuantity: 0 });
+    let sold = 0;
+    for (let round = 0; round < 5; round++) {
+      // A crowd finds it sold out, then 10 units arrive while the crowd keeps asking.
+      const crowd = (n: number) =>
+        Promise.allSettled(Array.from({ length: n }, (_, i) => engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique(`r${round}-${i}`) })));
+      await crowd(8);
+      await engine.restock({ itemId: item.id, quantity: 10 });
+      const settled = await crowd(30);
+      const won = settled.filter((s) => s.status === 'fulfilled').length;
+      const refused = settled.filter((s) => s.status === 'rejected');
+      expect(refused.every((s) => s.status === 'rejected' && s.reason instanceof InsufficientStockError)).toBe(true);
+      expect(won).toBe(10);
+      sold += won;
+    }
+    expect(await engine.getItem(item.id)).toMatchObject({ availableQuantity: 0, heldQuantity: sold });
+  });
 });
+

@@ -1,4 +1,4 @@
-import type { Kysely, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import type { CompiledQuery, Kysely, Selectable, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
 import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import type { ReserveOutcome } from '../dialects/dialect.js';
@@ -10,6 +10,7 @@ import {
   InvalidStateError,
   NotFoundError,
   OutcomeUnknownError,
+  ReservationError,
   TransactionConflictError,
   ValidationError,
 } from '../errors.js';
@@ -18,10 +19,11 @@ import { eventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
 import { engineDb, type SchemaNames, schemaNames } from '../schema/tables.js';
 import { sleep, withRetries } from '../transaction.js';
-import type { Database, Item, OutboxEventType, Reservation, ReservationStatus } from '../types.js';
+import type { Database, Item, OutboxEventType, Reservation, ReservationStatus, ReservationsTable } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import { transact, underSavepoint, type WriteOptions, type WriteTarget, writeTarget } from './host-transaction.js';
 import { reserveInHostTransaction } from './reserve-in-transaction.js';
+import { ShortStockNotes, type StockAndKeyRow, stockAndKeyQuery } from './short-stock.js';
 import {
   createItemSchema,
   describeClockValue,
@@ -209,6 +211,8 @@ export class ReservationEngine {
   readonly #dialect: SqlDialect;
   readonly #defaultTtlSeconds: number;
   readonly #clock: () => Date;
+  readonly #shortStock = new ShortStockNotes();
+  #stockAndKey: CompiledQuery<StockAndKeyRow> | undefined;
 
   constructor(options: ReservationEngineOptions) {
     const parsed = parseOptions(optionsSchema, options);
@@ -352,12 +356,18 @@ export class ReservationEngine {
     const target = writeTarget(this.#db, this.#names, options);
     // The hash covers what the client sent, not this engine's defaults: a retry served by an
     // engine with another defaultTtlSeconds (a rolling deploy) is still the same request.
-    const hash = payloadHash({ itemId: request.itemId, quantity: request.quantity, ttlSeconds: request.ttlSeconds });
+    const requestHash = () => payloadHash({ itemId: request.itemId, quantity: request.quantity, ttlSeconds: request.ttlSeconds });
     const ttlSeconds = request.ttlSeconds ?? this.#defaultTtlSeconds;
     const scope = request.idempotencyScope ?? '';
     const { idempotencyKey } = request;
 
     return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
+      if (!target.hosted && this.#shortStock.likelyShort(request.itemId, request.quantity)) {
+        // A sold-out item: one plain read answers most requests (see ShortStockNotes).
+        const answer = await this.#answerFromStockRead(request.itemId, request.quantity, scope, idempotencyKey, requestHash);
+        if (answer) return answer;
+      }
+      const hash = requestHash();
       for (let round = 1, afterDuplicate = false; ; round++) {
         if (target.hosted) {
           // The engine's own reserve looks the key up inside its one round trip. In a host's
@@ -388,6 +398,7 @@ export class ReservationEngine {
           case 'missing':
             throw new NotFoundError('item', request.itemId);
           case 'insufficient':
+            if (!target.hosted) this.#shortStock.note(request.itemId, outcome.available);
             throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
         }
       }
@@ -522,6 +533,26 @@ export class ReservationEngine {
     });
   }
 
+  /**
+   * For an item recently short of stock: one plain read of the stock and the key (one snapshot,
+   * no lock) answers a replay, an unknown item or too little stock; `undefined` when there is
+   * stock after all and the reserve routine should run.
+   */
+  async #answerFromStockRead(itemId: number, quantity: number, scope: string, idempotencyKey: string, hash: () => string): Promise<ReserveResult | undefined> {
+    const query = (this.#stockAndKey ??= stockAndKeyQuery(this.#db));
+    const row = (await this.#db.executeQuery<StockAndKeyRow>({ ...query, parameters: [scope, idempotencyKey, itemId] })).rows[0];
+    // No such item (never deleted by the engine): the reserve routine gives the full answer.
+    if (!row) return undefined;
+    if (row.payload_hash != null) return replay({ hash: row.payload_hash, reservation: toReservation(row as Selectable<ReservationsTable>) }, hash(), idempotencyKey);
+    const available = Number(row.available);
+    if (available >= quantity) {
+      this.#shortStock.forget(itemId);
+      return undefined;
+    }
+    this.#shortStock.note(itemId, available);
+    throw new InsufficientStockError(itemId, quantity, available);
+  }
+
   /** The request a key was used for, read in the host's transaction (a locking read sees the latest committed row, not the snapshot of the host's first read). */
   async #findByIdempotencyKey(target: WriteTarget, scope: string, idempotencyKey: string, { lock }: { lock: boolean }): Promise<EarlierRequest | undefined> {
     const query = lookupQuery(target.db, scope, idempotencyKey);
@@ -578,7 +609,8 @@ export class ReservationEngine {
         await verifiedSession(this.#hostDb, this.#dialect);
         return await work();
       } catch (error) {
-        if (!this.#dialect.isConnectionError(error)) throw error;
+        // The engine's own answers (sold out, not found, …) pass straight through.
+        if (error instanceof ReservationError || !this.#dialect.isConnectionError(error)) throw error;
         const pause = retry ? CONNECTION_RETRY_PAUSES_MS[attempt] : undefined;
         if (pause === undefined) throw new OutcomeUnknownError(operation, advice, error);
         await sleep(pause);
