@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { chartLink, writeCharts } from './chart.js';
 import type { BenchDatabase } from './db.js';
 import type { Mode, Row, ScenarioResult } from './scenario.js';
 import type { TargetResult } from './targets.js';
@@ -125,7 +126,7 @@ export function targetsTable(targets: TargetResult[]): string {
   return ['| target | measured | result |', '| --- | ---: | --- |', ...targets.map((t) => `| ${t.target} | ${t.measured} | ${t.status} |`)].join('\n');
 }
 
-export function renderMarkdown(info: RunInfo, results: ScenarioResult[], targets: TargetResult[] | undefined, failures: string[]): string {
+export function renderMarkdown(info: RunInfo, results: ScenarioResult[], targets: TargetResult[] | undefined, failures: string[], charts: Record<string, string> = {}): string {
   const db = info.database;
   const out = [
     `# reservation-engine benchmark — ${db?.dialect ?? '?'}, ${info.mode} mode`,
@@ -146,7 +147,9 @@ export function renderMarkdown(info: RunInfo, results: ScenarioResult[], targets
     out.push('The machine is shared and noisy: a ratio near its threshold can flip between runs.', '', targetsTable(targets), '');
   }
   for (const r of results) {
-    out.push(`## ${r.title}`, '', r.description, '');
+    out.push(`## ${r.title}`, '');
+    if (charts[r.id]) out.push(chartLink(r.id, charts[r.id]!), '');
+    out.push(r.description, '');
     for (const v of r.variants) out.push(`- **${v.label}**: ${v.description}`);
     for (const note of r.notes) out.push(`- ${note}`);
     out.push('', scenarioTable(r), '');
@@ -160,6 +163,6 @@ export function writeResults(dir: string, baseName: string, info: RunInfo, resul
   const md = path.join(dir, `${baseName}.md`);
   const omitSamples = (key: string, value: unknown) => (key === 'samples' ? undefined : value);
   writeFileSync(json, `${JSON.stringify({ info, targets, failures, results }, omitSamples, 2)}\n`);
-  writeFileSync(md, renderMarkdown(info, results, targets, failures));
+  writeFileSync(md, renderMarkdown(info, results, targets, failures, writeCharts(dir, baseName, info, results)));
   return { json, md };
 }
