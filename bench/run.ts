@@ -31,7 +31,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --dialect <name>        mysql (default), postgres or pglite
   --duration <seconds>    measured time per variant and concurrency (default 5, quick 0.5)
   --only <scenario>       one of ${SCENARIOS.map((s) => s.id).join(', ')}
-  --concurrency <list>    e.g. 32 or 1,8 (default 1,8,32,64; quick 1,8; pglite 1,8)
+  --concurrency <list>    e.g. 32 or 1,8 (default 1,16,32,64; quick 1,8; pglite 1,8)
   --rounds <n>            split each variant's duration into n interleaved slices (default 3; quick 1)
   --variant <list>        only these variants, e.g. engine (for profiling; no ratios without the baseline)
   --profile               write a CPU profile of each variant's measured part to bench/results/profiles/

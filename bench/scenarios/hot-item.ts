@@ -21,7 +21,7 @@ function makeSpec(statementsNote: string): ClosedLoopSpec<Fixture> {
     description: `Every request reserves 1 unit of one item holding ${STOCK.toLocaleString('en-US')} units. The item's row lock serialises the writers.`,
     baselines: ['arch', 'bare'],
     notes: [
-      "engine: the idempotency SELECT, then one round trip (MySQL/MariaDB: CALL of the engine's stored procedure; PostgreSQL: one statement with writable CTEs): the row lock is held inside the server only.",
+      "engine: one round trip to the engine's routine reserve_or_replay (MySQL/MariaDB: CALL of a stored procedure; PostgreSQL: SELECT of a PL/pgSQL function), which looks the key up, checks the stock and writes, decrementing the stock last: the row lock is held inside the server only, from the decrement to the COMMIT.",
       'arch: the row lock is taken by the first statement (SELECT … FOR UPDATE) and held for 5 statements + COMMIT, i.e. 6 client round trips.',
       "Diagnostics (not targets): engine-raw = the engine's statements through the raw driver (engine ÷ engine-raw = the library's own cost); tx-raw = the client-side transaction the engine used before (row lock held for the guarded UPDATE's round trip + COMMIT).",
       'bare: one autocommit UPDATE, the row lock held inside the server only, no reservation and no event: the upper limit.',
@@ -43,7 +43,7 @@ function makeSpec(statementsNote: string): ClosedLoopSpec<Fixture> {
       {
         key: 'engine-raw',
         label: "engine's statements (raw)",
-        description: "Diagnostic: what engine.reserve sends (idempotency SELECT; one-round-trip reserve statement), through the raw driver.",
+        description: 'Diagnostic: what engine.reserve sends (one CALL / SELECT of the reserve_or_replay routine), through the raw driver.',
         open: (bench, c, { itemId }) => rawEngineStatements(bench, c, () => itemId, `hot-r${c}`),
       },
       {

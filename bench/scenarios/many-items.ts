@@ -22,7 +22,8 @@ function makeSpec(statementsNote: string): ClosedLoopSpec<Fixture> {
     description: `Each request reserves 1 unit of one of ${MANY_ITEMS.toLocaleString('en-US')} items (uniform random, ${MANY_ITEMS_STOCK.toLocaleString('en-US')} units each).`,
     baselines: ['raw', 'arch'],
     notes: [
-      "raw sends the statements engine.reserve sends — the idempotency SELECT on one pooled connection, then the one-round-trip reserve statement on another — through the raw driver's pool.getConnection() + conn.query().",
+      "raw sends the statement engine.reserve sends — one CALL / SELECT of the reserve_or_replay routine — through the raw driver's pool.getConnection() + conn.query().",
+      "arch: the architecture's order (SELECT … FOR UPDATE first, then the writes, 6 client round trips with the row lock held).",
       "raw's values: UUID v7 (the engine's generator), SHA-256 of the request, the JSON payload; no input validation, no canonical JSON, no Kysely.",
       'tx-raw (reference, not a target): the client-side transaction the engine used before (SELECT; BEGIN; 3 INSERTs; guarded UPDATE; COMMIT).',
       statementsNote,
@@ -37,7 +38,7 @@ function makeSpec(statementsNote: string): ClosedLoopSpec<Fixture> {
       {
         key: 'raw',
         label: "engine's statements (raw)",
-        description: 'Raw driver: the idempotency SELECT (autocommit), then the one-round-trip reserve statement (autocommit).',
+        description: 'Raw driver: the reserve_or_replay routine, one statement in autocommit.',
         open: (bench, c, { itemIds }) => rawEngineStatements(bench, c, () => pick(itemIds), `many-r${c}`),
       },
       {
