@@ -268,7 +268,9 @@ export class ReservationEngine {
     return this.#unknownOutcome('restock', advice, { retry: key !== undefined && !target.hosted }, async () => {
       for (let round = 1; ; round++) {
         try {
-          return await this.#addStock(target, itemId, quantity, key);
+          const item = await this.#addStock(target, itemId, quantity, key);
+          this.#shortStock.forget(itemId);
+          return item;
         } catch (error) {
           if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
           // The key is taken (maybe by a concurrent retry that committed first): replay or refuse.
@@ -478,6 +480,8 @@ export class ReservationEngine {
       await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
       // Lock order reservation → item, as everywhere: no deadlock cycles.
       const { available, held } = step.release(reservation);
+      // Stock comes back (a cancel): this engine's next reserve of the item need not read first.
+      if (available > 0) this.#shortStock.forget(reservation.itemId);
       await db
         .updateTable('items')
         .set((eb) => ({
