@@ -17,13 +17,14 @@ import type { Mode, Scenario, ScenarioContext, ScenarioResult } from './lib/scen
 import { evaluateTargets, type TargetResult } from './lib/targets.js';
 import { expiry } from './scenarios/expiry.js';
 import { backlog } from './scenarios/backlog.js';
+import { embeddedMemory } from './scenarios/embedded-memory.js';
 import { hotItem } from './scenarios/hot-item.js';
 import { manyItems } from './scenarios/many-items.js';
 import { outbox } from './scenarios/outbox.js';
 import { replay } from './scenarios/replay.js';
 import { soldOut } from './scenarios/sold-out.js';
 
-const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog];
+const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog, embeddedMemory];
 const DIALECTS: DialectName[] = ['mysql', 'postgres', 'pglite'];
 
 const USAGE = `Usage: npm run bench -- [options]

@@ -17,10 +17,36 @@ export interface EmbeddedDatabaseOptions {
   readonly tablePrefix?: string;
 }
 
+type PGliteConstructor = (new (dataDir: string, options: { startParams?: string[] }) => PGliteLike) & { readonly defaultStartParams?: readonly string[] };
+
+/**
+ * PGlite never checkpoints on its own (see `purgeBatch`'s `maintenance`), and a checkpoint keeps
+ * the old WAL segments, renamed for reuse, up to a size estimated from past checkpoints, capped
+ * by `max_wal_size` (1 GB by default), never below `min_wal_size` (80 MB). In memory every one
+ * of them is 16 MB of RAM: these caps bring the WAL back to 32–64 MB at each checkpoint, even
+ * after a long stretch without one. Command-line settings: nothing is written to the data directory.
+ */
+const WAL_SETTINGS = ['-c', 'min_wal_size=32MB', '-c', 'max_wal_size=64MB'];
+
+const instances = new WeakMap<Kysely<any>, PGliteLike>();
+
+/** @internal The PGlite instance behind a database made by {@link createEmbeddedDatabase} (the bench reads its memory). */
+export function embeddedPGliteOf(db: Kysely<any>): PGliteLike | undefined {
+  return instances.get(db);
+}
+
 /**
  * A ready, migrated database on PGlite (PostgreSQL compiled to WASM, in-process): no server to
  * install. For demos, development and your own unit tests. Needs the optional dependency
  * `@electric-sql/pglite`. Close it with `db.destroy()`.
+ *
+ * PGlite runs PostgreSQL as one single-user backend: no autovacuum, and no checkpoint until it
+ * is closed. A long-running process should call {@link purgeBatch} every few minutes: on PGlite it
+ * also vacuums and checkpoints (its `maintenance` option), which keeps memory (or the data
+ * directory) bounded once retention keeps the rows steady. Without it, every reservation adds a
+ * few kilobytes of dead rows and WAL for good. Started with `min_wal_size=32MB` and
+ * `max_wal_size=64MB` (command-line settings, not written to `dataDir`), so that a checkpoint
+ * keeps at most 64 MB of WAL.
  *
  * @example
  * ```ts
@@ -29,9 +55,9 @@ export interface EmbeddedDatabaseOptions {
  * ```
  */
 export async function createEmbeddedDatabase(options: EmbeddedDatabaseOptions = {}): Promise<Kysely<any>> {
-  let PGlite: new (dataDir?: string) => PGliteLike;
+  let PGlite: PGliteConstructor;
   try {
-    ({ PGlite } = (await import('@electric-sql/pglite')) as unknown as { PGlite: new (dataDir?: string) => PGliteLike });
+    ({ PGlite } = (await import('@electric-sql/pglite')) as unknown as { PGlite: PGliteConstructor });
   } catch (error) {
     throw new ReservationError(
       'createEmbeddedDatabase needs the optional dependency @electric-sql/pglite: npm install @electric-sql/pglite',
@@ -40,8 +66,10 @@ export async function createEmbeddedDatabase(options: EmbeddedDatabaseOptions = 
       { cause: error },
     );
   }
-  const pglite = new PGlite(options.dataDir ?? 'memory://');
+  const defaults = PGlite.defaultStartParams;
+  const pglite = new PGlite(options.dataDir ?? 'memory://', Array.isArray(defaults) ? { startParams: [...defaults, ...WAL_SETTINGS] } : {});
   const db = new Kysely<any>({ dialect: new PGliteDialect(pglite) });
+  instances.set(db, pglite);
   try {
     await migrateToLatest(db, { tablePrefix: options.tablePrefix });
   } catch (error) {

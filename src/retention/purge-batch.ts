@@ -1,6 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 import { z } from 'zod';
+import { isEmbeddedPostgres, maintainEmbedded } from '../embedded/maintenance.js';
 import { withStore } from '../schema/store.js';
+import { schemaNames } from '../schema/tables.js';
 import { inTransaction } from '../transaction.js';
 import type { Database, DatabaseKind } from '../types.js';
 import { uuidv7LowerBound } from '../uuid.js';
@@ -56,6 +58,19 @@ export interface PurgeBatchOptions extends RetentionPeriods {
    * @defaultValue the current time
    */
   readonly now?: Date;
+  /**
+   * PGlite only: after purging, do what autovacuum and the checkpointer do on a PostgreSQL
+   * server, which PGlite (one single-user backend) has neither of. Each call VACUUMs (plain, not
+   * FULL) the engine's tables whose dead rows exceed 50 + 20% of their live rows (autovacuum's
+   * default threshold), so that the space of purged and updated rows is reused, and runs a
+   * CHECKPOINT once 32 MB of WAL have been written since the last one, so that the WAL is
+   * recycled. Without both, PGlite's memory (`memory://`) or data directory grows with every
+   * reservation, retention or not; with them it levels off once retention keeps the row counts
+   * steady. `false` leaves both to you. Ignored on MySQL/MariaDB and PostgreSQL servers, whose
+   * background processes do this.
+   * @defaultValue true
+   */
+  readonly maintenance?: boolean;
 }
 
 /** What {@link purgeBatch} deleted, per kind. */
@@ -73,6 +88,7 @@ const optionsSchema = z
     ...dbOptionsShape,
     limit: integer(1, MAX_BATCH_LIMIT).default(1000),
     now: dateSchema.optional(),
+    maintenance: z.boolean({ error: 'must be true or false' }).optional(),
     processedEventsMs: period(3650 * DAY_MS),
     idempotencyKeysMs: period(3650 * DAY_MS),
     finishedReservationsMs: period(3650 * DAY_MS),
@@ -88,7 +104,9 @@ const FINISHED = ['CONFIRMED', 'CANCELLED', 'EXPIRED'] as const;
  * Retention: deletes, in bounded batches, delivered outbox events and idempotency keys older than
  * their retention period, and (only if `finishedReservationsMs` is given) finished reservations.
  * Call it until every count is below `limit` to drain; from cron, or every few minutes from a
- * worker. Safe to run from several processes at once.
+ * worker. Safe to run from several processes at once. On PGlite it also vacuums and checkpoints
+ * (see {@link PurgeBatchOptions.maintenance}): run it every few minutes there even with long
+ * retention periods, so that memory stays bounded.
  *
  * @throws {OutcomeUnknownError} the connection failed; run it again
  *
@@ -101,15 +119,21 @@ export async function purgeBatch(options: PurgeBatchOptions): Promise<PurgeBatch
   const o = parseOptions(optionsSchema, options);
   const now = (o.now ?? new Date()).getTime();
   const keysBefore = new Date(now - (o.idempotencyKeysMs ?? DAY_MS));
-  return withStore(o, 'purgeBatch', 'Run it again: it deletes only what is past its retention.', async ({ db, dialect }) => ({
-    outboxEvents: await purgeEvents(db, new Date(now - (o.processedEventsMs ?? 7 * DAY_MS)), o.limit),
-    idempotencyKeys: await purgeReserveKeys(db, keysBefore, o.limit),
-    restockKeys: await purgeRestockKeys(db, keysBefore, o.limit),
-    reservations:
-      o.finishedReservationsMs === undefined
-        ? 0
-        : await inTransaction(db, dialect, (trx) => purgeReservations(trx, new Date(now - o.finishedReservationsMs!), o.limit)),
-  }));
+  return withStore(o, 'purgeBatch', 'Run it again: it deletes only what is past its retention.', async ({ db, dialect }) => {
+    const result: PurgeBatchResult = {
+      outboxEvents: await purgeEvents(db, new Date(now - (o.processedEventsMs ?? 7 * DAY_MS)), o.limit),
+      idempotencyKeys: await purgeReserveKeys(db, keysBefore, o.limit),
+      restockKeys: await purgeRestockKeys(db, keysBefore, o.limit),
+      reservations:
+        o.finishedReservationsMs === undefined
+          ? 0
+          : await inTransaction(db, dialect, (trx) => purgeReservations(trx, new Date(now - o.finishedReservationsMs!), o.limit)),
+    };
+    if (o.maintenance !== false && dialect.name === 'postgres' && (await isEmbeddedPostgres(o.db))) {
+      await maintainEmbedded(o.db, schemaNames(o.tablePrefix));
+    }
+    return result;
+  });
 }
 
 /** Delivered events, oldest delivery first (index on processed_at). */
