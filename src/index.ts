@@ -52,6 +52,8 @@ export type {
   StartWorkerOptions,
   WorkerExpireOptions,
   WorkerExpireSummary,
+  WorkerPurgeOptions,
+  WorkerPurgeSummary,
   WorkerLogger,
   WorkerLoopSummary,
   WorkerOutboxOptions,

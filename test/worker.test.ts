@@ -86,6 +86,7 @@ describeEachDialect('startWorker', (t) => {
     expect(summary).toEqual({
       outbox: { batches: expect.any(Number), failedBatches: 0, failingSince: null, processed: 24, failed: 0, deadLettered: 0, released: 0 },
       expire: { batches: expect.any(Number), failedBatches: 0, failingSince: null, expired: 12, failed: 0 },
+      purge: { batches: 0, failedBatches: 0, failingSince: null, outboxEvents: 0, idempotencyKeys: 0, restockKeys: 0, reservations: 0 },
     });
     expect(Object.isFrozen(summary) && Object.isFrozen(summary.outbox)).toBe(true);
     expect(logger.error).not.toHaveBeenCalled();
@@ -201,6 +202,27 @@ describeEachDialect('startWorker', (t) => {
     expect((await deliverOnly.stop()).expire).toEqual({ batches: 0, failedBatches: 0, failingSince: null, expired: 0, failed: 0 });
   });
 
+  it('purge runs retention in a loop of its own: delivered events, keys and finished reservations past their periods go', async () => {
+    const made = await dueReservations(t.db, 6);
+    const { delivered, handler } = recorder();
+    const logger = spyLogger();
+    const worker = track(
+      startWorker({ db: t.db, handler, ...FAST, logger, purge: { processedEventsMs: 0, idempotencyKeysMs: 0, finishedReservationsMs: 0, limit: 4, intervalMs: 1000 } }),
+    );
+    await expect.poll(() => delivered.expired.size, { timeout: 5000 }).toBe(made.length);
+    // Everything is finished and delivered: retention takes it all, 4 a batch, then idles.
+    await expect.poll(() => t.count('reservations'), { timeout: 10_000 }).toBe(0);
+    await expect.poll(() => t.count('outbox'), { timeout: 10_000 }).toBe(0);
+    expect(await t.count('idempotency_requests')).toBe(0);
+    const { purge } = await worker.stop();
+    expect(purge).toMatchObject({ failedBatches: 0, outboxEvents: 12, reservations: 6, restockKeys: 0 });
+    // A key goes by its own age or with its reservation, whichever batch comes first.
+    expect(purge.idempotencyKeys).toBeLessThanOrEqual(6);
+    expect(purge.batches).toBeGreaterThanOrEqual(3);
+    expect(logger.info).toHaveBeenCalledWith(expect.stringMatching(/; purge: events=12 keys=\d restock-keys=0 reservations=6$/));
+    expect(logger.error).not.toHaveBeenCalled();
+  });
+
   it('rejects bad options at once, with a ConfigurationError naming each', () => {
     const base = { db: t.db, handler: () => {} };
     const cases: Array<[Record<string, unknown>, string]> = [
@@ -218,6 +240,11 @@ describeEachDialect('startWorker', (t) => {
       [{ outbox: { now: new Date() } }, `outbox: unknown field "now"`],
       [{ pollIntervalMs: 5 }, 'options: unknown field "pollIntervalMs"'],
       [{ tablePrefix: '1x' }, 'tablePrefix: must be 1–30 letters'],
+      [{ purge: true }, 'purge: must be an object, got a boolean'],
+      [{ purge: { limit: 10_001 } }, 'purge.limit: must be at most 10,000'],
+      [{ purge: { intervalMs: 10 } }, 'purge.intervalMs: must be at least 1,000'],
+      [{ purge: { idempotencyKeysMs: 5000, finishedReservationsMs: 1000 } }, 'purge.finishedReservationsMs: must be at least idempotencyKeysMs'],
+      [{ purge: { maintenance: 'yes' } }, 'purge.maintenance: must be true or false'],
     ];
     for (const [options, message] of cases) {
       const error = (() => {

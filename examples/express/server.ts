@@ -110,6 +110,9 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     server.on('request', createApp({ engine: new ReservationEngine({ db }), db, bodyLimit: options.bodyLimit, logger }));
     await listen(server, port, host);
     worker = startWorker({
+      // Retention every minute with the library's periods: on the embedded database this also
+      // vacuums and checkpoints it, which keeps its memory bounded.
+      purge: {},
       ...options.worker,
       db,
       handler,

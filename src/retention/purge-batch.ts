@@ -83,20 +83,28 @@ export interface PurgeBatchResult {
 
 const period = (max: number) => integer(0, max).optional();
 
+/** @internal The retention options, checked alike by `purgeBatch` and `startWorker`'s purge loop. */
+export const retentionShape = {
+  limit: integer(1, MAX_BATCH_LIMIT).default(1000),
+  maintenance: z.boolean({ error: 'must be true or false' }).optional(),
+  processedEventsMs: period(3650 * DAY_MS),
+  idempotencyKeysMs: period(3650 * DAY_MS),
+  finishedReservationsMs: period(3650 * DAY_MS),
+};
+
+/** @internal A reservation must outlive its key: the refinement both schemas apply. */
+export const reservationsOutliveKeys: [(o: { finishedReservationsMs?: number; idempotencyKeysMs?: number }) => boolean, { error: string; path: string[] }] = [
+  (o) => o.finishedReservationsMs === undefined || o.finishedReservationsMs >= (o.idempotencyKeysMs ?? DAY_MS),
+  { error: 'must be at least idempotencyKeysMs (a reservation outlives its key)', path: ['finishedReservationsMs'] },
+];
+
 const optionsSchema = z
   .strictObject({
     ...dbOptionsShape,
-    limit: integer(1, MAX_BATCH_LIMIT).default(1000),
+    ...retentionShape,
     now: dateSchema.optional(),
-    maintenance: z.boolean({ error: 'must be true or false' }).optional(),
-    processedEventsMs: period(3650 * DAY_MS),
-    idempotencyKeysMs: period(3650 * DAY_MS),
-    finishedReservationsMs: period(3650 * DAY_MS),
   })
-  .refine((o) => o.finishedReservationsMs === undefined || o.finishedReservationsMs >= (o.idempotencyKeysMs ?? DAY_MS), {
-    error: 'must be at least idempotencyKeysMs (a reservation outlives its key)',
-    path: ['finishedReservationsMs'],
-  });
+  .refine(...reservationsOutliveKeys);
 
 const FINISHED = ['CONFIRMED', 'CANCELLED', 'EXPIRED'] as const;
 

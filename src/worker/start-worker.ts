@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import { dialectOf } from '../dialects/index.js';
 import { type ExpireBatchResult, expireBatch } from '../expiry/expire-batch.js';
 import { type OutboxBatchResult, type OutboxHandler, type RunOutboxBatchOptions, runOutboxBatch } from '../outbox/run-outbox-batch.js';
+import { type PurgeBatchOptions, type PurgeBatchResult, purgeBatch, type RetentionPeriods } from '../retention/purge-batch.js';
 import { schemaNames } from '../schema/tables.js';
 import type { DatabaseKind } from '../types.js';
 import { parseOptions } from '../validation.js';
@@ -39,6 +40,29 @@ export interface WorkerExpireOptions {
   readonly limit?: number;
 }
 
+/**
+ * The retention the worker runs (see {@link purgeBatch}): the periods, the batch size and the
+ * PGlite maintenance, plus how often.
+ */
+export interface WorkerPurgeOptions extends RetentionPeriods {
+  /**
+   * Most rows of each kind deleted per batch, 1–10,000. A batch that deletes this many of some
+   * kind is followed by the next at once.
+   * @defaultValue 1000
+   */
+  readonly limit?: number;
+  /**
+   * The pause after a batch that left nothing past its retention, 1,000–86,400,000 ms.
+   * @defaultValue 60000 (a minute)
+   */
+  readonly intervalMs?: number;
+  /**
+   * PGlite only: vacuum and checkpoint after each batch (see {@link PurgeBatchOptions.maintenance}).
+   * @defaultValue true
+   */
+  readonly maintenance?: boolean;
+}
+
 /** Options of {@link startWorker}. */
 export interface StartWorkerOptions {
   /** The host's Kysely instance (see {@link ReservationEngineOptions.db}). The worker never closes it. */
@@ -73,6 +97,14 @@ export interface StartWorkerOptions {
    * @defaultValue `{ limit: 500 }`
    */
   readonly expire?: WorkerExpireOptions | false;
+  /**
+   * Runs retention in a third loop: {@link purgeBatch} with these periods, every `intervalMs`
+   * (at once again while a batch finds more to delete). `{}` keeps delivered events 7 days and
+   * idempotency keys 24 hours, and reservations for good. Turn it on where nothing else purges;
+   * on the embedded database (PGlite) it is what keeps memory bounded.
+   * @defaultValue false: no retention (run `purgeBatch` or the `purge` command yourself)
+   */
+  readonly purge?: WorkerPurgeOptions | false;
   /**
    * Pause after a batch that found nothing to do. Each further empty batch in a row doubles it,
    * up to `maxIdleIntervalMs`; a batch that finds work resets it. A batch that finds work is
@@ -129,7 +161,12 @@ export interface WorkerSummary {
   readonly outbox: WorkerOutboxSummary;
   /** All zero when the worker runs no expiry loop (`expire: false`). */
   readonly expire: WorkerExpireSummary;
+  /** All zero when the worker runs no purge loop (`purge: false`, the default). */
+  readonly purge: WorkerPurgeSummary;
 }
+
+/** What the purge loop did: the sums of its batches' {@link PurgeBatchResult}s. */
+export interface WorkerPurgeSummary extends WorkerLoopSummary, PurgeBatchResult {}
 
 /** A worker started by {@link startWorker}. */
 export interface RunningWorker {
@@ -152,7 +189,7 @@ export interface RunningWorker {
 
 /**
  * Runs {@link runOutboxBatch} and {@link expireBatch} continuously, in two independent loops (a
- * slow handler never holds back expiry), until `signal` aborts or {@link RunningWorker.stop}
+ * slow handler never holds back expiry), and with `purge` {@link purgeBatch} in a third, until `signal` aborts or {@link RunningWorker.stop}
  * is called: the long-running counterpart of the one-shot batch functions, for a server or a
  * dedicated worker process. A batch that finds work is followed by the next at once; while
  * idle, the loops back off (`idleIntervalMs` doubling up to `maxIdleIntervalMs`).
@@ -221,20 +258,47 @@ export function startWorker(options: StartWorkerOptions): RunningWorker {
           return result.expired > 0 && result.expired + result.failed === expireOptions.limit;
         }, pauses, logger);
 
+  const purged = { batches: 0, outboxEvents: 0, idempotencyKeys: 0, restockKeys: 0, reservations: 0 };
+  const purgeOptions = o.purge;
+  const purgeLoop =
+    purgeOptions === undefined
+      ? undefined
+      : new PollLoop(
+          'purge',
+          async () => {
+            const { intervalMs: _, ...retention } = purgeOptions;
+            const result = await purgeBatch({ ...target, ...retention });
+            purged.batches++;
+            const counts = [result.outboxEvents, result.idempotencyKeys, result.restockKeys, result.reservations];
+            purged.outboxEvents += result.outboxEvents;
+            purged.idempotencyKeys += result.idempotencyKeys;
+            purged.restockKeys += result.restockKeys;
+            purged.reservations += result.reservations;
+            if (counts.some((n) => n > 0)) log(logger, 'debug', `purge: batch ${purgeTotals(result)}`);
+            // A full batch of some kind: more is past its retention.
+            return counts.some((n) => n === purgeOptions.limit);
+          },
+          { ...pauses, idleIntervalMs: purgeOptions.intervalMs, maxIdleIntervalMs: purgeOptions.intervalMs },
+          logger,
+        );
+
+  const idle = { failedBatches: 0, failingSince: null };
   const summary = (): WorkerSummary =>
     Object.freeze({
       outbox: Object.freeze({ ...outbox, ...outboxLoop.health }),
-      expire: Object.freeze({ ...expire, ...(expireLoop?.health ?? { failedBatches: 0, failingSince: null }) }),
+      expire: Object.freeze({ ...expire, ...(expireLoop?.health ?? idle) }),
+      purge: Object.freeze({ ...purged, ...(purgeLoop?.health ?? idle) }),
     });
 
   const stopping = new AbortController();
   const stop = () => stopping.abort();
   o.signal?.addEventListener('abort', stop, { once: true });
   if (o.signal?.aborted) stop();
-  const stopped = Promise.all([outboxLoop.run(stopping.signal), expireLoop?.run(stopping.signal)]).then(() => {
+  const stopped = Promise.all([outboxLoop.run(stopping.signal), expireLoop?.run(stopping.signal), purgeLoop?.run(stopping.signal)]).then(() => {
     o.signal?.removeEventListener('abort', stop);
     const totals = summary();
-    log(logger, 'info', `worker: stopped; outbox: ${outboxTotals(totals.outbox)}; expire: ${expireTotals(totals.expire)}`);
+    const purge = purgeLoop ? `; purge: ${purgeTotals(totals.purge)}` : '';
+    log(logger, 'info', `worker: stopped; outbox: ${outboxTotals(totals.outbox)}; expire: ${expireTotals(totals.expire)}${purge}`);
     return totals;
   });
 
@@ -270,6 +334,10 @@ function outboxTotals({ processed, failed, deadLettered, released }: OutboxBatch
 
 function expireTotals({ expired, failed }: ExpireBatchResult): string {
   return `expired=${expired} failed=${failed}`;
+}
+
+function purgeTotals({ outboxEvents, idempotencyKeys, restockKeys, reservations }: PurgeBatchResult): string {
+  return `events=${outboxEvents} keys=${idempotencyKeys} restock-keys=${restockKeys} reservations=${reservations}`;
 }
 
 function plural(count: number, noun: string): string {

@@ -1,8 +1,12 @@
 import { z } from 'zod';
 import type { OutboxHandler } from '../outbox/run-outbox-batch.js';
+import { reservationsOutliveKeys, retentionShape } from '../retention/purge-batch.js';
 import { dbOptionsShape, functionSchema, integer, MAX_BATCH_LIMIT } from '../validation.js';
 
 const DAY_MS = 86_400_000;
+
+/** @internal How often the purge loop runs while it finds nothing more to delete. */
+export const DEFAULT_PURGE_INTERVAL_MS = 60_000;
 
 /** @internal The expiry batch size when the host sets none, as `expireBatch`'s. */
 export const DEFAULT_EXPIRE_LIMIT = 500;
@@ -28,6 +32,15 @@ const expireSchema = z.union([z.literal(false), z.strictObject({ limit: integer(
   error: 'must be false or an object such as { limit: 500 }',
 });
 
+/** `false` (no purge loop) or the loop's options: not a union, whose errors would hide which field is wrong. */
+const purgeSchema = z.preprocess(
+  (value) => (value === false ? undefined : value),
+  z
+    .strictObject({ ...retentionShape, intervalMs: integer(1000, DAY_MS).default(DEFAULT_PURGE_INTERVAL_MS) })
+    .refine(...reservationsOutliveKeys)
+    .optional(),
+);
+
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 
 const loggerSchema = z.custom<object>(
@@ -48,6 +61,7 @@ export const workerOptionsSchema = z
     signal: signalSchema.optional(),
     outbox: outboxSchema.default({}),
     expire: expireSchema.default({ limit: DEFAULT_EXPIRE_LIMIT }),
+    purge: purgeSchema,
     idleIntervalMs: pauseMs(1000),
     maxIdleIntervalMs: pauseMs(5000),
     errorIntervalMs: pauseMs(1000),
