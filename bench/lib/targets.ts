@@ -57,5 +57,14 @@ export function evaluateTargets(results: ScenarioResult[], concurrencies: number
     rateTarget(find, 'expiry, 1 caller, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 1, batch: 1000 }, 10_000, 'reservations/s'),
     rateTarget(find, 'expiry, 4 callers, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 4, batch: 1000 }, 10_000, 'reservations/s'),
   );
+  // Scale: each operation on million-row tables against small ones, same run (configs as in bench/scenarios/scale.ts).
+  for (const [op, config] of [
+    ['reserve', { 'reserve c': 8 }],
+    ['replay', { 'replay c': 8 }],
+    ['expireBatch', { 'expireBatch W': 1, B: 500 }],
+    ['runOutboxBatch', { 'runOutboxBatch W': 1, B: 100 }],
+  ] as const) {
+    out.push(ratioTarget(find, `scale: ${op} on 1M-row tables ≥ 0.8× small`, 'scale', 'large', 'small', config, 0.8));
+  }
   return out;
 }
