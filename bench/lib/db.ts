@@ -228,9 +228,15 @@ function databaseUrl(dialect: DialectName, url: string, dbName: string): string 
 }
 
 function mysqlCallbackPool(url: string, connections: number) {
-  return mysqlCallback.createPool({ uri: url, connectionLimit: connections, timezone: 'Z' });
+  const pool = mysqlCallback.createPool({ uri: url, connectionLimit: connections, timezone: 'Z' });
+  // A connection the server closes (the throwaway server stopping) is reported, not a crash.
+  pool.on('connection', (connection) => connection.on('error', () => {}));
+  return pool;
 }
 
 function postgresPool(url: string, connections: number) {
-  return new pg.Pool({ connectionString: url, max: connections });
+  const pool = new pg.Pool({ connectionString: url, max: connections });
+  // An idle client the server terminates (the throwaway server stopping, 57P01) is not a crash.
+  pool.on('error', () => {});
+  return pool;
 }

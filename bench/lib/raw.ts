@@ -38,6 +38,7 @@ export async function mysqlRawPool(url: string, connections: number): Promise<Ra
   // The callback API, promisified per call exactly as Kysely's MysqlDialect does: mysql2/promise
   // would add a stack capture per query (captureStackHolder) that Kysely does not pay.
   const pool = mysql.createPool({ uri: url, connectionLimit: connections, timezone: 'Z' });
+  pool.on('connection', (connection) => connection.on('error', () => {}));
   const wrap = (conn: mysql.PoolConnection | mysql.Pool): RawConnection => ({
     query: (sql, params) =>
       new Promise((resolve, reject) => {
@@ -65,6 +66,8 @@ export async function mysqlRawPool(url: string, connections: number): Promise<Ra
 
 export async function postgresRawPool(url: string, connections: number): Promise<RawPool> {
   const pool = new pg.Pool({ connectionString: url, max: connections });
+  // An idle client the server terminates (the throwaway server stopping, 57P01) is not a crash.
+  pool.on('error', () => {});
   const wrap = (client: pg.PoolClient | pg.Pool): RawConnection => ({
     async query(sql, params) {
       const result = await client.query(prefixTables(sql), params as unknown[] | undefined);
