@@ -1,5 +1,5 @@
 /**
- * npm run bench -- [--quick] [--dialect mysql|postgres|pglite] [--duration <s>] [--only <scenario>] [--concurrency 1,8,…]
+ * npm run bench -- [--quick] [--dialect mysql|postgres|pglite] [--duration <s>] [--only <scenario,…>] [--concurrency 1,8,…]
  *
  * Starts a throwaway database server as the tests do (or uses MYSQL_URL / POSTGRES_URL),
  * creates a fresh database, migrates it, runs the scenarios, prints the tables and writes
@@ -32,7 +32,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --quick                 CI smoke run: 0.5 s per variant, concurrencies 1 and 8, drains of 2,000
   --dialect <name>        mysql (default), postgres or pglite
   --duration <seconds>    measured time per variant and concurrency (default 5, quick 0.5)
-  --only <scenario>       one of ${SCENARIOS.map((s) => s.id).join(', ')}
+  --only <list>           scenarios, comma-separated: ${SCENARIOS.map((s) => s.id).join(', ')}
   --concurrency <list>    e.g. 32 or 1,8 (default 1,16,32,64; quick 1,8; pglite 1,8)
   --rounds <n>            split each variant's duration into n interleaved slices (default 3; quick 1)
   --variant <list>        only these variants, e.g. engine (for profiling; no ratios without the baseline)
@@ -69,8 +69,8 @@ function parseCli(argv: string[]) {
   const mode: Mode = values.quick ? 'quick' : 'full';
   const durationS = values.duration === undefined ? (mode === 'quick' ? 0.5 : 5) : Number(values.duration);
   if (!(durationS > 0)) fail('--duration must be a positive number of seconds');
-  const only = values.only;
-  if (only !== undefined && !SCENARIOS.some((s) => s.id === only)) fail(`--only must be one of ${SCENARIOS.map((s) => s.id).join(', ')}`);
+  const only = values.only?.split(',').map((id) => id.trim());
+  if (only?.some((id) => !SCENARIOS.some((s) => s.id === id))) fail(`--only must list scenarios among ${SCENARIOS.map((s) => s.id).join(', ')}`);
   const defaultConcurrencies = mode === 'quick' || dialect === 'pglite' ? [1, 8] : [1, 16, 32, 64];
   const concurrencies = values.concurrency === undefined ? defaultConcurrencies : values.concurrency.split(',').map(Number);
   if (concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > 256)) fail('--concurrency must list integers from 1 to 256');
@@ -116,7 +116,7 @@ async function main(): Promise<number> {
       ...(cli.variants ? { variants: cli.variants } : {}),
       log,
     };
-    for (const scenario of SCENARIOS.filter((s) => !cli.only || s.id === cli.only)) {
+    for (const scenario of SCENARIOS.filter((s) => !cli.only || cli.only.includes(s.id))) {
       log(`\n== ${scenario.title} (${scenario.id})`);
       try {
         const result = await scenario.run(ctx);
@@ -148,7 +148,7 @@ async function main(): Promise<number> {
     log('Targets are evaluated in full mode only.');
   }
   const date = info.startedAt.slice(0, 10);
-  const partial = [cli.profile ? 'profile' : undefined, cli.only, cli.variants?.join('+'), cli.concurrencyGiven ? `c${cli.concurrencies.join('+')}` : undefined].filter(Boolean).join('-');
+  const partial = [cli.profile ? 'profile' : undefined, cli.only?.join('+'), cli.variants?.join('+'), cli.concurrencyGiven ? `c${cli.concurrencies.join('+')}` : undefined].filter(Boolean).join('-');
   const baseName = `${date}-${cli.dialect}-${cli.mode}${partial ? `-${partial}` : ''}`;
   const files = writeResults(resultsDir, baseName, info, results, targets, failures);
   log(`results: ${files.md}, ${files.json} (${info.wallSeconds} s)`);
