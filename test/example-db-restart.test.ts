@@ -15,11 +15,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { compiledScript } from './support/compile.js';
 import { DIALECTS, unique } from './support/db.js';
 import { type ThrowawayServer, findMariaDbServer, findPostgresBinaries, startMariaDb, startPostgres } from './support/servers.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const SERVER_SCRIPT = path.join(ROOT, 'examples', 'express', 'server.ts');
+const SERVER_SCRIPT = 'examples/express/server.ts';
 
 /** Longest wait for one answer of the example server: /health gives up on the database after 2 s. */
 const ANSWER_TIMEOUT_MS = 5_000;
@@ -129,7 +130,8 @@ class ExampleProcess {
 
   /** Starts it on a free port; resolves with its URL once it listens. */
   static async start(databaseUrl: string): Promise<{ example: ExampleProcess; url: string }> {
-    const child = spawn(process.execPath, ['--import', 'tsx', SERVER_SCRIPT], {
+    // Compiled once, as tsx would compile it at every start (./support/compile.ts).
+    const child = spawn(process.execPath, [await compiledScript(SERVER_SCRIPT)], {
       cwd: ROOT,
       env: { ...process.env, DATABASE_URL: databaseUrl, PORT: '0', HOST: '127.0.0.1' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -176,6 +178,20 @@ class ExampleProcess {
     clearTimeout(timer);
   }
 }
+
+// Needs no database, so it runs in every run (a PGlite-only run too: then it is this file's only test).
+it('a process that cannot start (a bad PORT) exits 1 at once and says why', async () => {
+  const child = spawn(process.execPath, [await compiledScript(SERVER_SCRIPT)], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', PORT: 'eighty', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  expect({ code, output }).toEqual({ code: 1, output: expect.stringMatching(/^failed to start: Error: PORT must be an integer from 0 to 65535, got "eighty"/) });
+});
 
 const required = (process.env.REQUIRE_DIALECTS ?? '').split(',').map((name) => name.trim());
 

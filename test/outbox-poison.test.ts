@@ -5,6 +5,7 @@ import path from 'node:path';
 import { expect, it } from 'vitest';
 import { type OutboxEvent, ReservationEngine, runOutboxBatch } from '../src/index.js';
 import { describeError, MAX_ERROR_LENGTH } from '../src/outbox/describe-error.js';
+import { compiledScript } from './support/compile.js';
 import { describeEachDialect, describeEachServerDialect, unique } from './support/db.js';
 
 const T0 = new Date('2026-07-01T00:00:00.000Z');
@@ -179,11 +180,13 @@ describeEachServerDialect('a poison event that crashes its worker process', (t) 
     const dir = mkdtempSync(path.join(os.tmpdir(), 'outbox-crash-'));
     const log = path.join(dir, 'delivered.log');
     writeFileSync(log, '');
+    // Compiled once: through tsx, each of the dozen starts would compile src/ again.
+    const worker = await compiledScript('test/fixtures/outbox-worker.ts');
     const run = (now: Date) =>
       new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }>((resolve) => {
         const child = execFile(
           process.execPath,
-          ['--import', 'tsx', path.resolve('test/fixtures/outbox-worker.ts')],
+          [worker],
           { env: { ...process.env, DATABASE_URL: t.url, NOW: now.toISOString(), LOG_FILE: log, POISON_QUANTITY: '7', MAX_ATTEMPTS: '3' }, timeout: 30_000 },
           (_error, stdout) => resolve({ code: child.exitCode, signal: child.signalCode, stdout }),
         );
