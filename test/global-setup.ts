@@ -100,7 +100,8 @@ async function resolveDialect(name: DialectName): Promise<Outcome> {
  */
 function inBackground(dir: string, name: string, script: string, args: string[]): { exited: Promise<void>; kill(): void } {
   const root = path.resolve(import.meta.dirname, '..');
-  const child = execFile(process.execPath, ['--import', 'tsx', path.join(root, script), ...args], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
+  // --liftoff-only: see test/support/wasm-baseline-only.cjs (PGlite's initdb: 40% less CPU).
+  const child = execFile(process.execPath, ['--liftoff-only', '--import', 'tsx', path.join(root, script), ...args], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
   let output = '';
   child.stdout?.on('data', (chunk) => (output += chunk));
   child.stderr?.on('data', (chunk) => (output += chunk));

@@ -175,9 +175,14 @@ export class TestDatabase {
  * Declares the suite once per dialect: `t.db` is a fresh migrated database for the file,
  * emptied before every test.
  */
-export function describeEachDialect(name: string, body: (t: TestDatabase) => void, targets: DialectTarget[] = DIALECTS): void {
+export function describeEachDialect(
+  name: string,
+  body: (t: TestDatabase) => void,
+  targets: DialectTarget[] = DIALECTS,
+  options: { concurrent?: boolean } = {},
+): void {
   for (const target of targets) {
-    describe(`${name} [${target.name}]`, () => {
+    describe(`${name} [${target.name}]`, { concurrent: options.concurrent }, () => {
       const t = new TestDatabase(target);
       beforeAll(() => t.setup(), 120_000);
       afterAll(() => t.teardown(), 60_000);
@@ -185,6 +190,14 @@ export function describeEachDialect(name: string, body: (t: TestDatabase) => voi
       body(t);
     });
   }
+}
+
+/**
+ * Like {@link describeEachDialect}, the dialects' suites running at the same time as each other
+ * and as the file's other concurrent tests: for tests that mostly wait for child processes.
+ */
+export function describeEachDialectConcurrently(name: string, body: (t: TestDatabase) => void): void {
+  describeEachDialect(name, body, DIALECTS, { concurrent: true });
 }
 
 /** Like {@link describeEachDialect}, for behaviour that needs several real connections (not PGlite's one). */
