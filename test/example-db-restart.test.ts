@@ -26,6 +26,8 @@ const SERVER_SCRIPT = 'examples/express/server.ts';
 const ANSWER_TIMEOUT_MS = 5_000;
 /** Longest wait for the example to serve again once the database is back. */
 const RECOVERY_TIMEOUT_MS = 15_000;
+/** Longest wait for what happens in the background (a lock wait showing up, the worker's log line): far beyond how long it takes. */
+const EVENTUALLY_MS = 15_000;
 
 /** A session of our own on the database: holds a row lock, watches and ends the example's sessions. */
 interface AdminSession {
@@ -240,7 +242,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       );
       // Not faster: InnoDB refreshes its information_schema.innodb_trx snapshot only when it has
       // not been read for 100 ms.
-      await expect.poll(() => admin.lockWaiters(), { timeout: ANSWER_TIMEOUT_MS, interval: 150 }).toBeGreaterThanOrEqual(1);
+      await expect.poll(() => admin.lockWaiters(), { timeout: EVENTUALLY_MS, interval: 150 }).toBeGreaterThanOrEqual(1);
       // Wrapped: an async function returning the promise itself would wait for it.
       return { status };
     }
@@ -303,7 +305,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       // An error answer, at once (503 where the engine recognises the lost connection).
       expect((await post('/reservations', { itemId, quantity: 1 }, { 'idempotency-key': unique('key') })).status).toBeOneOf([500, 503]);
       // The worker logs the outage and keeps going.
-      await expect.poll(() => example.output.slice(crashedAt), { timeout: ANSWER_TIMEOUT_MS }).toMatch(/(expire|outbox): batch failed/);
+      await expect.poll(() => example.output.slice(crashedAt), { timeout: EVENTUALLY_MS }).toMatch(/(expire|outbox): batch failed/);
       await example.expectAlive();
 
       await server.start();
@@ -311,7 +313,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       // On the item made before the crash: its data came back with the server.
       const reservationId = await expectReserves();
       // The worker delivers again: the new reservation's event reaches the outbox handler.
-      await expect.poll(() => example.output, { timeout: ANSWER_TIMEOUT_MS }).toMatch(`reservation.created reservation=${reservationId} `);
+      await expect.poll(() => example.output, { timeout: EVENTUALLY_MS }).toMatch(`reservation.created reservation=${reservationId} `);
       await example.expectAlive();
     });
   });
