@@ -155,9 +155,13 @@ describeEachDialectConcurrently('the reservation-engine command from the install
     worker.stdout.on('data', (chunk) => (stdout += chunk));
     worker.stderr.on('data', (chunk) => (stderr += chunk));
     const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
-    // The reservation made an hour ago expires; both its events are delivered.
-    await expect.poll(() => (existsSync(workLog) ? readFileSync(workLog, 'utf8') : ''), { timeout: 20_000, interval: 100 }).toBe('reservation.created\nreservation.expired\n');
-    worker.kill('SIGTERM');
+    try {
+      // The reservation made an hour ago expires; both its events are delivered.
+      await expect.poll(() => (existsSync(workLog) ? readFileSync(workLog, 'utf8') : ''), { timeout: 20_000, interval: 100 }).toBe('reservation.created\nreservation.expired\n');
+    } finally {
+      // Stopped when that fails too: it would outlive the run.
+      worker.kill('SIGTERM');
+    }
     expect(await exited).toBe(0);
     expect(stdout).toMatch(/^work: processed=2 failed=0 dead-lettered=0 expired=1 in \d+\.\d\ds\n$/);
     expect(stderr).toMatch(/working \(SIGINT or SIGTERM to stop\)/);
