@@ -8,16 +8,20 @@ import { drainOutbox, outboxSummary } from '../examples/cron/process-outbox.js';
 import { DEFAULT_BUDGET_MS, parseCronArgs, serverDatabaseUrl } from '../examples/cron/run-cron.js';
 import { connectDatabase, describeDatabase } from '../examples/database.js';
 import { ReservationEngine } from '../src/index.js';
+import { compiledScript } from './support/compile.js';
 import { type TestDatabase, describeEachDialect, unique } from './support/db.js';
 
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
 
-/** Runs a cron script as crontab would, and returns its exit code and output. */
-function runScript(script: string, env: Record<string, string>, args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Runs a cron script as crontab would, and returns its exit code and output. The script is
+ * compiled once, as tsx would compile it at every start (./support/compile.ts).
+ */
+async function runScript(script: string, env: Record<string, string>, args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+  const compiled = await compiledScript(script);
   return new Promise((resolve) => {
-    execFile(TSX, [path.join(ROOT, script), ...args], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 30_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [compiled, ...args], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 30_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? Number((error as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -15,16 +15,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { compiledScript } from './support/compile.js';
 import { DIALECTS, unique } from './support/db.js';
 import { type ThrowawayServer, findMariaDbServer, findPostgresBinaries, startMariaDb, startPostgres } from './support/servers.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const SERVER_SCRIPT = path.join(ROOT, 'examples', 'express', 'server.ts');
+const SERVER_SCRIPT = 'examples/express/server.ts';
 
 /** Longest wait for one answer of the example server: /health gives up on the database after 2 s. */
 const ANSWER_TIMEOUT_MS = 5_000;
 /** Longest wait for the example to serve again once the database is back. */
 const RECOVERY_TIMEOUT_MS = 15_000;
+/** Longest wait for what happens in the background (a lock wait showing up, the worker's log line): far beyond how long it takes. */
+const EVENTUALLY_MS = 15_000;
 
 /** A session of our own on the database: holds a row lock, watches and ends the example's sessions. */
 interface AdminSession {
@@ -129,7 +132,8 @@ class ExampleProcess {
 
   /** Starts it on a free port; resolves with its URL once it listens. */
   static async start(databaseUrl: string): Promise<{ example: ExampleProcess; url: string }> {
-    const child = spawn(process.execPath, ['--import', 'tsx', SERVER_SCRIPT], {
+    // Compiled once, as tsx would compile it at every start (./support/compile.ts).
+    const child = spawn(process.execPath, [await compiledScript(SERVER_SCRIPT)], {
       cwd: ROOT,
       env: { ...process.env, DATABASE_URL: databaseUrl, PORT: '0', HOST: '127.0.0.1' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -176,6 +180,20 @@ class ExampleProcess {
     clearTimeout(timer);
   }
 }
+
+// Needs no database, so it runs in every run (a PGlite-only run too: then it is this file's only test).
+it('a process that cannot start (a bad PORT) exits 1 at once and says why', async () => {
+  const child = spawn(process.execPath, [await compiledScript(SERVER_SCRIPT)], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none', PORT: 'eighty', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  expect({ code, output }).toEqual({ code: 1, output: expect.stringMatching(/^failed to start: Error: PORT must be an integer from 0 to 65535, got "eighty"/) });
+});
 
 const required = (process.env.REQUIRE_DIALECTS ?? '').split(',').map((name) => name.trim());
 
@@ -224,7 +242,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       );
       // Not faster: InnoDB refreshes its information_schema.innodb_trx snapshot only when it has
       // not been read for 100 ms.
-      await expect.poll(() => admin.lockWaiters(), { timeout: ANSWER_TIMEOUT_MS, interval: 150 }).toBeGreaterThanOrEqual(1);
+      await expect.poll(() => admin.lockWaiters(), { timeout: EVENTUALLY_MS, interval: 150 }).toBeGreaterThanOrEqual(1);
       // Wrapped: an async function returning the promise itself would wait for it.
       return { status };
     }
@@ -287,7 +305,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       // An error answer, at once (503 where the engine recognises the lost connection).
       expect((await post('/reservations', { itemId, quantity: 1 }, { 'idempotency-key': unique('key') })).status).toBeOneOf([500, 503]);
       // The worker logs the outage and keeps going.
-      await expect.poll(() => example.output.slice(crashedAt), { timeout: ANSWER_TIMEOUT_MS }).toMatch(/(expire|outbox): batch failed/);
+      await expect.poll(() => example.output.slice(crashedAt), { timeout: EVENTUALLY_MS }).toMatch(/(expire|outbox): batch failed/);
       await example.expectAlive();
 
       await server.start();
@@ -295,7 +313,7 @@ for (const variant of [MYSQL, POSTGRES]) {
       // On the item made before the crash: its data came back with the server.
       const reservationId = await expectReserves();
       // The worker delivers again: the new reservation's event reaches the outbox handler.
-      await expect.poll(() => example.output, { timeout: ANSWER_TIMEOUT_MS }).toMatch(`reservation.created reservation=${reservationId} `);
+      await expect.poll(() => example.output, { timeout: EVENTUALLY_MS }).toMatch(`reservation.created reservation=${reservationId} `);
       await example.expectAlive();
     });
   });

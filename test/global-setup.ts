@@ -8,7 +8,12 @@
  */
 // Pulls 'vitest' into the program so the augmentation below has something to merge into.
 import type {} from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { PGLITE_TEMPLATES, record } from './support/scratch.js';
 import {
   findMariaDbServer,
   findPostgresBinaries,
@@ -27,6 +32,8 @@ interface DialectTarget {
 declare module 'vitest' {
   export interface ProvidedContext {
     dialects: Array<{ name: 'mysql' | 'postgres' | 'pglite'; url: string }>;
+    /** The run's scratch directory (see test/support/scratch.ts). */
+    scratchDir: string;
   }
 }
 
@@ -87,6 +94,27 @@ async function resolveDialect(name: DialectName): Promise<Outcome> {
   return startThrowaway(name, source);
 }
 
+/**
+ * Runs `script` (TypeScript, through tsx) with `args` in a process of its own, without waiting
+ * for it. The script records `name` as done itself; exiting otherwise records it as failed.
+ */
+function inBackground(dir: string, name: string, script: string, args: string[]): { exited: Promise<void>; kill(): void } {
+  const root = path.resolve(import.meta.dirname, '..');
+  // --liftoff-only: see test/support/wasm-baseline-only.cjs (PGlite's initdb: 40% less CPU).
+  const child = execFile(process.execPath, ['--liftoff-only', '--import', 'tsx', path.join(root, script), ...args], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
+  let output = '';
+  child.stdout?.on('data', (chunk) => (output += chunk));
+  child.stderr?.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<void>((resolve) => {
+    child.once('error', (error) => (record(dir, name, error), resolve()));
+    child.once('exit', (code, signal) => {
+      if (code !== 0) record(dir, name, `${script} exited with ${signal ?? `code ${code}`}:\n${output}`);
+      resolve();
+    });
+  });
+  return { exited, kill: () => void (child.exitCode === null && child.kill('SIGKILL')) };
+}
+
 function summaryLine(outcome: Outcome): string {
   const detail = outcome.status === 'run' ? outcome.description : `skipped — ${outcome.reason}`;
   return `[dialects] ${outcome.name}: ${detail}`;
@@ -108,6 +136,11 @@ function assertRequiredRan(outcomes: Outcome[]): void {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const attempted = parseDialectList('TEST_DIALECTS') ?? ALL_DIALECTS;
+  const scratch = await mkdtemp(path.join(os.tmpdir(), 'reservation-engine-tests-'));
+  project.provide('scratchDir', scratch);
+  // PGlite's templates are made in a process of their own, while the servers start and the
+  // first test files load.
+  const templates = attempted.includes('pglite') ? inBackground(scratch, PGLITE_TEMPLATES, 'test/support/make-pglite-templates.ts', [scratch]) : undefined;
   // Servers start concurrently; a server that is installed but fails to start fails the run.
   const settled = await Promise.allSettled(
     ALL_DIALECTS.map(
@@ -118,7 +151,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
     ),
   );
   const outcomes = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
-  const teardown = stopAll(outcomes);
+  const stopServers = stopAll(outcomes);
+  const teardown = async () => {
+    templates?.kill();
+    await Promise.all([stopServers(), templates?.exited]);
+    await rm(scratch, { recursive: true, force: true });
+  };
 
   try {
     const failure = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');

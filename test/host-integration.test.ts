@@ -22,14 +22,13 @@ import {
   migrateToLatest,
   runOutboxBatch,
 } from '../src/index.js';
-import { caught, describeEachDialect, type TestDatabase, unique } from './support/db.js';
+import { caught, describeEachDialect, freshPGlite, type TestDatabase, unique } from './support/db.js';
 
 /** A new Kysely dialect for the test's database (PGlite: a new one in memory). */
 async function newDialect(t: TestDatabase): Promise<Dialect> {
   if (t.name === 'mysql') return new MysqlDialect({ pool: (await import('mysql2')).createPool({ uri: t.url, connectionLimit: 2, timezone: 'Z' }) });
   if (t.name === 'postgres') return new PostgresDialect({ pool: new (await import('pg')).default.Pool({ connectionString: t.url, max: 2 }) });
-  const { PGlite } = await import('@electric-sql/pglite');
-  return new PGliteDialect(new PGlite('memory://'));
+  return new PGliteDialect(await freshPGlite());
 }
 
 /** A fresh prefix per test, so each test has tables of its own. */

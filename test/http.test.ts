@@ -333,10 +333,11 @@ describeEachDialect('HTTP API and example server', (t) => {
     expect(res.status).toBe(201);
     expect(res.headers.get('connection')).toBe('close');
     expect(await res.json()).toMatchObject({ sku, availableQuantity: 3 });
-    // Promptly: the connection is not kept alive until its idle timeout.
+    // Promptly: the connection is not kept alive until its idle timeout (5 s), however busy the machine.
     const answered = performance.now();
     await closing;
-    expect(performance.now() - answered).toBeLessThan(1000);
+    expect(running.server.keepAliveTimeout).toBe(5000);
+    expect(performance.now() - answered).toBeLessThan(4000);
     expect(await t.count('items')).toBe(1);
     expect(logger.error).not.toHaveBeenCalled();
   });

@@ -45,7 +45,10 @@ async function holdItemLock(db: Kysely<any>, itemId: number) {
  * `items`; returns false if `stop()` turns true before one shows up.
  */
 async function killLockWaiter(t: TestDatabase, stop: () => boolean = () => false): Promise<boolean> {
-  for (let i = 0; i < 200 && !stop(); i++) {
+  // A deadline far beyond the moment it shows up (milliseconds, on a quiet machine), not a count
+  // of polls: however slowly the call gets to its lock wait, it is found.
+  const deadline = performance.now() + 30_000;
+  while (performance.now() < deadline && !stop()) {
     if (t.name === 'mysql') {
       // The engine's statement: the lock holder sleeps inside its transaction.
       const { rows } = await sql<{ id: number }>`select id from information_schema.processlist where db = database() and id <> connection_id() and command = 'Query'`.execute(t.db);

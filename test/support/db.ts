@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { CompiledQuery, Kysely, MysqlDialect, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, inject } from 'vitest';
-import { migrateToLatest } from '../../src/index.js';
+import { migrateToLatest, PGliteDialect } from '../../src/index.js';
 import { schemaNames, TablePrefixPlugin } from '../../src/schema/tables.js';
+import { acquireMigratedPGlite, newPGlite, releaseMigratedPGlite } from './pglite.js';
 
 /**
  * Tests name the engine's tables as its queries do (`items`, `outbox`, …): the test databases'
@@ -27,6 +28,9 @@ export interface ConnectOptions {
 
 /** The dialects this run tests, as decided by test/global-setup.ts. */
 export const DIALECTS: DialectTarget[] = inject('dialects');
+
+/** A new PGlite cluster in memory, as `new PGlite('memory://')` makes it (from a template: faster). */
+export const freshPGlite = newPGlite;
 
 /** A fresh, migrated database for one test file and dialect, emptied before each test. */
 export class TestDatabase {
@@ -129,12 +133,14 @@ export class TestDatabase {
         await client.end();
       };
     } else {
-      const { createEmbeddedDatabase } = await import('../../src/index.js');
-      const db = await createEmbeddedDatabase();
+      // Migrated, as createEmbeddedDatabase() makes it; maybe the previous test file's, emptied.
+      const pglite = await acquireMigratedPGlite();
+      const db = new Kysely<any>({ dialect: new PGliteDialect(pglite) });
       // One PGlite instance is one database: every "connection" shares it.
       this.#connect = () => db;
       this.#db = withPrefix(db);
-      this.#drop = async () => db.destroy();
+      // Not db.destroy(): that closes the PGlite, which the next test file may reuse.
+      this.#drop = () => releaseMigratedPGlite(pglite);
       return;
     }
     this.#db = withPrefix(this.#connect(50));
@@ -169,9 +175,14 @@ export class TestDatabase {
  * Declares the suite once per dialect: `t.db` is a fresh migrated database for the file,
  * emptied before every test.
  */
-export function describeEachDialect(name: string, body: (t: TestDatabase) => void, targets: DialectTarget[] = DIALECTS): void {
+export function describeEachDialect(
+  name: string,
+  body: (t: TestDatabase) => void,
+  targets: DialectTarget[] = DIALECTS,
+  options: { concurrent?: boolean } = {},
+): void {
   for (const target of targets) {
-    describe(`${name} [${target.name}]`, () => {
+    describe(`${name} [${target.name}]`, { concurrent: options.concurrent }, () => {
       const t = new TestDatabase(target);
       beforeAll(() => t.setup(), 120_000);
       afterAll(() => t.teardown(), 60_000);
@@ -179,6 +190,14 @@ export function describeEachDialect(name: string, body: (t: TestDatabase) => voi
       body(t);
     });
   }
+}
+
+/**
+ * Like {@link describeEachDialect}, the dialects' suites running at the same time as each other
+ * and as the file's other concurrent tests: for tests that mostly wait for child processes.
+ */
+export function describeEachDialectConcurrently(name: string, body: (t: TestDatabase) => void): void {
+  describeEachDialect(name, body, DIALECTS, { concurrent: true });
 }
 
 /** Like {@link describeEachDialect}, for behaviour that needs several real connections (not PGlite's one). */
