@@ -55,13 +55,14 @@ for (const target of SERVERS) {
             operations: ledger.operations,
             faults: kills,
             duplicatesDelivered,
-            recoveryMs: ledger.longestResolutionMs,
-            recoveryMeaning: 'longest wait from an uncertain answer to a definite one',
+            recoveryMs: ledger.slowestAnswerMs,
+            recoveryMeaning: 'slowest definite answer to a client (engine retries and client repeats included)',
             seconds: (performance.now() - started) / 1000,
           },
           violations,
           ledger.rawErrors(),
           ledger.rawErrorCount,
+          `${ledger.uncertain} calls reached the client as OUTCOME_UNKNOWN and were repeated`,
         );
       } finally {
         await admin.close();

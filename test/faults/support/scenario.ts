@@ -12,14 +12,20 @@ export const scaled = (quick: number): number => (SOAK ? quick * 10 : quick);
  * Adds the scenario's figures to the run's summary table, then fails the test on any violation
  * or raw error (after reporting: the table shows the failure too).
  */
-export function reportAndAssert(figures: Omit<ScenarioFigures, 'violations' | 'rawErrors' | 'details'>, violations: readonly string[], rawErrors: readonly string[], rawErrorCount = rawErrors.length): void {
+export function reportAndAssert(
+  figures: Omit<ScenarioFigures, 'violations' | 'rawErrors' | 'details'>,
+  violations: readonly string[],
+  rawErrors: readonly string[],
+  rawErrorCount = rawErrors.length,
+  note = '',
+): void {
   appendFigures(inject('scratchDir'), {
     ...figures,
     violations: violations.length,
     rawErrors: rawErrorCount,
     details: [...violations.slice(0, 10), ...rawErrors.slice(0, 10).map((e) => `raw error: ${e}`)],
   });
-  console.log(`[faults] ${figures.scenario} [${figures.dialect}]: ${figures.operations} ops, ${figures.faults} faults, ${violations.length} violations, ${rawErrorCount} raw errors, ${figures.duplicatesDelivered} duplicates, recovery ${figures.recoveryMs === null ? '–' : `${Math.round(figures.recoveryMs)} ms`}`);
+  console.log(`[faults] ${figures.scenario} [${figures.dialect}]: ${figures.operations} ops, ${figures.faults} faults, ${violations.length} violations, ${rawErrorCount} raw errors, ${figures.duplicatesDelivered} duplicates, recovery ${figures.recoveryMs === null ? '–' : `${Math.round(figures.recoveryMs)} ms`}${note ? `; ${note}` : ''}`);
   expect(violations, 'violations').toEqual([]);
   expect(rawErrors, 'errors that were not ReservationErrors').toEqual([]);
 }

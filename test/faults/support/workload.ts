@@ -42,14 +42,16 @@ export class Ledger {
   operations = 0;
   /** Calls that ended in OUTCOME_UNKNOWN (or a raw connection error) and were repeated. */
   uncertain = 0;
-  /** Longest time from a call's first uncertain end to its definite answer, in ms. */
-  longestResolutionMs = 0;
+  /** Longest wait for one definite answer, in ms: the engine's own retries and the client's repeats included. */
+  slowestAnswerMs = 0;
   /** Units each item received: initial stock plus acknowledged restocks. */
   readonly received = new Map<number, number>();
   readonly reservations = new Map<string, Acknowledged>();
   readonly requests = new Map<string, { request: ReserveRequest; reservationId: string }>();
   /** Event ids handlers saw, with repeats. */
   readonly delivered: string[] = [];
+  /** Reservations whose `reservation.created` event a handler saw. */
+  readonly deliveredCreations = new Set<string>();
   readonly violations: string[] = [];
   readonly #rawErrors = new Map<string, number>();
 
@@ -73,6 +75,7 @@ export class Ledger {
   /** The handler the outbox loops use: records what it was given. */
   readonly handler = (event: OutboxEvent): void => {
     this.delivered.push(event.id);
+    if (event.type === 'reservation.created') this.deliveredCreations.add(event.payload.reservationId.toLowerCase());
   };
 
   /**
@@ -81,23 +84,21 @@ export class Ledger {
    */
   async resolve<T>(operation: string, call: () => Promise<T>, deadlineMs = 120_000): Promise<Answer<T>> {
     const started = performance.now();
-    let uncertainSince: number | undefined;
+    let uncertain = false;
     for (let attempt = 0; ; attempt++) {
       this.operations++;
       try {
         const value = await call();
-        this.#resolved(uncertainSince);
+        this.#answered(started);
         return { value };
       } catch (error) {
         if (error instanceof ReservationError && !REPEAT_CODES.has(error.code)) {
-          this.#resolved(uncertainSince);
+          this.#answered(started);
           return { error };
         }
         if (!(error instanceof ReservationError)) this.raw(operation, error);
-        if (uncertainSince === undefined) {
-          uncertainSince = performance.now();
-          this.uncertain++;
-        }
+        if (!uncertain) this.uncertain++;
+        uncertain = true;
         if (performance.now() - started > deadlineMs) {
           this.violations.push(`${operation}: no definite answer within ${deadlineMs / 1000} s; last error: ${describeError(error)}`);
           return { unresolved: true };
@@ -107,8 +108,8 @@ export class Ledger {
     }
   }
 
-  #resolved(uncertainSince: number | undefined): void {
-    if (uncertainSince !== undefined) this.longestResolutionMs = Math.max(this.longestResolutionMs, performance.now() - uncertainSince);
+  #answered(started: number): void {
+    this.slowestAnswerMs = Math.max(this.slowestAnswerMs, performance.now() - started);
   }
 
   /** Records a reserve's answer for `key`: a key must always come back with the same reservation. */
@@ -138,7 +139,7 @@ export interface WorkloadOptions {
 }
 
 let keyCounter = 0;
-const newKey = (prefix: string) => `${prefix}-${process.pid}-${Date.now().toString(36)}-${(keyCounter++).toString(36)}`;
+export const newKey = (prefix: string): string => `${prefix}-${process.pid}-${Date.now().toString(36)}-${(keyCounter++).toString(36)}`;
 const pick = <T>(values: readonly T[]): T | undefined => values[Math.floor(Math.random() * values.length)];
 const between = (low: number, high: number) => low + Math.floor(Math.random() * (high - low + 1));
 
