@@ -1,7 +1,8 @@
 /**
  * Scenario 1 (issue 12): the database ends the engine's connections under load, a few per second
  * (MariaDB `KILL CONNECTION`, PostgreSQL `pg_terminate_backend`), wherever they are: idle in the
- * pool, mid-statement, mid-transaction, mid-COMMIT. Clients repeat what ends in OUTCOME_UNKNOWN
+ * pool, mid-statement, mid-transaction, mid-COMMIT; and, as often, cancels the statement a session
+ * is running while the session lives on (`KILL QUERY`, `pg_cancel_backend`). Clients repeat what ends in OUTCOME_UNKNOWN
  * until they get a definite answer; expiry and outbox delivery run in loops meanwhile. Afterwards
  * the database must hold exactly what the clients were told, and every invariant.
  */
@@ -14,8 +15,8 @@ import { createItems, drainOutbox, Ledger, runClients, startBackgroundLoops, ver
 
 /** How long the clients run under kills. */
 const DURATION_MS = scaled(15_000);
-/** Mean pause between two kills: "a few per second". */
-const KILL_INTERVAL_MS = 300;
+/** Mean pause between two faults (a kill or a cancel): "a few per second". */
+const FAULT_INTERVAL_MS = 250;
 
 for (const target of SERVERS) {
   describe(`connection kills [${target.name}]`, () => {
@@ -32,11 +33,14 @@ for (const target of SERVERS) {
         const background = startBackgroundLoops(db, ledger);
 
         let kills = 0;
+        let cancels = 0;
         let chaos = true;
         const killer = (async () => {
           while (chaos) {
-            await sleep(KILL_INTERVAL_MS * (0.5 + Math.random()));
-            if (chaos && (await admin.killRandomSession())) kills++;
+            await sleep(FAULT_INTERVAL_MS * (0.5 + Math.random()));
+            if (!chaos) break;
+            if (Math.random() < 0.5) kills += Number(await admin.killRandomSession());
+            else cancels += Number(await admin.cancelRandomStatement());
           }
         })();
         await runClients({ engine, ledger, itemIds, durationMs: DURATION_MS, clients: 6 });
@@ -47,13 +51,13 @@ for (const target of SERVERS) {
         await drainOutbox(checker, ledger);
         const { violations, duplicatesDelivered, deadLettered } = await verify(checker, ledger);
         if (deadLettered > 0) violations.push(`${deadLettered} events dead-lettered, none should be (maxAttempts 1000)`);
-        if (kills === 0) violations.push('no connection was killed: the scenario tested nothing');
+        if (kills === 0 || cancels === 0) violations.push(`${kills} connections killed, ${cancels} statements cancelled: the scenario tested too little`);
         reportAndAssert(
           {
             scenario: '1 connection kills',
             dialect: target.name,
             operations: ledger.operations,
-            faults: kills,
+            faults: kills + cancels,
             duplicatesDelivered,
             recoveryMs: ledger.slowestAnswerMs,
             recoveryMeaning: 'slowest definite answer to a client (engine retries and client repeats included)',
@@ -62,7 +66,7 @@ for (const target of SERVERS) {
           violations,
           ledger.rawErrors(),
           ledger.rawErrorCount,
-          `${ledger.uncertain} calls reached the client as OUTCOME_UNKNOWN and were repeated`,
+          `${kills} connections killed, ${cancels} statements cancelled; ${ledger.uncertain} calls reached the client as OUTCOME_UNKNOWN and were repeated`,
         );
       } finally {
         await admin.close();

@@ -70,6 +70,11 @@ export function connect(dialect: ServerDialect, url: string, poolSize: number): 
 export interface AdminSession {
   /** Ends one random other session on the database; resolves with whether there was one to end. */
   killRandomSession(): Promise<boolean>;
+  /**
+   * Cancels the statement one random other session is running (MariaDB `KILL QUERY`, PostgreSQL
+   * `pg_cancel_backend`): the session lives on. Resolves with whether one was running.
+   */
+  cancelRandomStatement(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -84,6 +89,17 @@ export async function openAdmin(dialect: ServerDialect, url: string): Promise<Ad
         const { id } = rows[Math.floor(Math.random() * rows.length)]!;
         // It may have ended on its own meanwhile: "Unknown thread id".
         return connection.query(`KILL CONNECTION ${Number(id)}`).then(
+          () => true,
+          () => false,
+        );
+      },
+      async cancelRandomStatement() {
+        const [rows] = await connection.query<mysqlPromise.RowDataPacket[]>(
+          `SELECT id FROM information_schema.processlist WHERE db = database() AND id <> connection_id() AND command = 'Query'`,
+        );
+        if (rows.length === 0) return false;
+        const { id } = rows[Math.floor(Math.random() * rows.length)]!;
+        return connection.query(`KILL QUERY ${Number(id)}`).then(
           () => true,
           () => false,
         );
@@ -103,6 +119,15 @@ export async function openAdmin(dialect: ServerDialect, url: string): Promise<Ad
       const { pid } = rows[Math.floor(Math.random() * rows.length)];
       const result = await client.query('SELECT pg_terminate_backend($1) AS ended', [pid]);
       return result.rows[0]?.ended === true;
+    },
+    async cancelRandomStatement() {
+      const { rows } = await client.query(
+        `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state = 'active'`,
+      );
+      if (rows.length === 0) return false;
+      const { pid } = rows[Math.floor(Math.random() * rows.length)];
+      const result = await client.query('SELECT pg_cancel_backend($1) AS cancelled', [pid]);
+      return result.rows[0]?.cancelled === true;
     },
     close: () => client.end().catch(() => {}),
   };
