@@ -1,5 +1,5 @@
 /**
- * Scenario 3 (issue 12): the database server crashes under load, twice (MariaDB SIGKILLed,
+ * Scenario 3 (issue 12): the database server crashes under load, twice (soak: twenty times; MariaDB SIGKILLed,
  * PostgreSQL in an immediate shutdown with synchronous commits), and comes back with its data.
  * Nothing acknowledged may be lost: every acknowledged reservation is in the database in the
  * state acknowledged, every acknowledged restock counted. The engine and an in-process
@@ -17,8 +17,9 @@ import { reportAndAssert, scaled } from './support/scenario.js';
 import { createItems, drainOutbox, Ledger, newKey, OUTBOX_OPTIONS, runClients, verify } from './support/workload.js';
 
 const DURATION_MS = scaled(20_000);
-/** When the crashes come, as shares of the load's duration. */
-const CRASHES_AT = [0.25, 0.6];
+/** When the crashes come, as shares of the load's duration: twice (soak: twenty times), evenly spread. */
+const CRASHES = scaled(2);
+const CRASHES_AT = Array.from({ length: CRASHES }, (_, i) => (i + 0.4) / CRASHES);
 /** How long the server stays down. */
 const DOWN_MS = 1_500;
 /** Longest wait for one definite answer: the outage, the restart and crash recovery fit in it. */
