@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { SqlDialect } from './dialects/index.js';
-import { isDeadConnection } from './dialects/dialect.js';
+import { CommitFailedError, isDeadConnection } from './dialects/dialect.js';
 import { TransactionConflictError } from './errors.js';
 import type { Database } from './types.js';
 
@@ -27,7 +27,13 @@ export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect
     onConnection(db, dialect, async (connection) => {
       for (const statement of dialect.beginReadCommitted) await sql.raw(statement).execute(connection);
       const result = await work(connection);
-      await sql`commit`.execute(connection);
+      try {
+        await sql`commit`.execute(connection);
+      } catch (error) {
+        // A deadlock or certification failure at COMMIT (Galera: 1213) rolled back: retry.
+        if (dialect.isRetryable(error) || dialect.isConnectionError(error)) throw error;
+        throw new CommitFailedError(error);
+      }
       return result;
     }),
   );

@@ -178,3 +178,17 @@ export async function endOwnSession(connection: Kysely<any>, statement: string):
   }
   return false;
 }
+
+/**
+ * @internal
+ * A COMMIT failed with an error that does not say the transaction rolled back (a deadlock or
+ * certification failure does): whether it committed is unknown. Both dialects count it as a
+ * connection error, so callers answer {@link OutcomeUnknownError} (or repeat work that is safe
+ * to repeat).
+ */
+export class CommitFailedError extends Error {
+  constructor(cause: unknown) {
+    super(`COMMIT failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'CommitFailedError';
+  }
+}

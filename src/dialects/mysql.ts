@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import { onConnection } from '../transaction.js';
-import { endOwnSession, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { CommitFailedError, endOwnSession, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -201,6 +201,7 @@ function errno(error: unknown): number | undefined {
 function isConnectionError(error: unknown): boolean {
   const e = error as { errno?: unknown; code?: unknown; fatal?: unknown; message?: unknown } | null;
   if (!e || typeof e !== 'object') return false;
+  if (e instanceof CommitFailedError) return true;
   if (CONNECTION_ERRNOS.has(errno(e) ?? 0) || CONNECTION_CODES.has(String(e.code))) return true;
   // mysql2 marks errors that broke the connection `fatal`; a closed connection says so in words;
   // "Should not reach here" is mysql2 failing to parse a reply: the connection is out of step.
