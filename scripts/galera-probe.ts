@@ -279,6 +279,9 @@ try {
   const db3 = new Kysely<any>({ dialect: new MysqlDialect({ pool: createPool({ uri: cluster.nodes[2]!.url, timezone: 'Z', connectionLimit: 4 }) }) });
   const engine3 = new ReservationEngine({ db: db3 });
   const mine = await engine3.reserve({ itemId: hot.id, quantity: 1, idempotencyKey: 'iso-before' });
+  const openBefore = await connect(2);
+  await openBefore.query('begin');
+  await openBefore.query('update probe set v = v + 5000 where id = 15');
   await cluster.nodes[2]!.isolate();
   const calls: [string, () => Promise<unknown>][] = [
     ['reserve', () => engine3.reserve({ itemId: hot.id, quantity: 1, idempotencyKey: 'iso-1' })],
@@ -295,16 +298,51 @@ try {
   print('| call | outcome |');
   print('| --- | --- |');
   for (const [name, call] of calls) {
+    const started = performance.now();
     try {
-      await call();
-      print(`| ${name} | ok |`);
+      let timer: NodeJS.Timeout | undefined;
+      const pending = call();
+      pending.catch(() => {});
+      const done = await Promise.race([pending.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, 5_000, false)))]);
+      clearTimeout(timer);
+      print(`| ${name} | ${done ? 'ok' : 'still pending after 5 s'} (${(performance.now() - started).toFixed(0)} ms) |`);
     } catch (error) {
       const shown = error instanceof ReservationError ? `ReservationError ${error.code}; cause: ${error.cause ? describe(error.cause) : '-'}` : `**raw** ${describe(error)}`;
-      print(`| ${name} | ${shown.replaceAll('|', '\\|')} |`);
+      print(`| ${name} | ${shown.replaceAll('|', '\\|')} (${(performance.now() - started).toFixed(0)} ms) |`);
     }
   }
+  print();
+  const db4 = new Kysely<any>({ dialect: new MysqlDialect({ pool: createPool({ uri: cluster.nodes[2]!.url, timezone: 'Z', connectionLimit: 4 }) }) });
+  const engine4 = new ReservationEngine({ db: db4 });
+  print('Then `getItem` ten times in a row on a fresh engine on node 3 (pool of 4 connections), each given 3 s:');
+  print();
+  for (let n = 0; n < 10; n++) {
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      engine4.getItem(hot.id).then(
+        () => 'ok',
+        (error: unknown) => (error instanceof ReservationError ? error.code : `raw ${describe(error)}`),
+      ),
+      new Promise<string>((resolve) => (timer = setTimeout(resolve, 3_000, 'still pending after 3 s'))),
+    ]);
+    clearTimeout(timer);
+    print(`- call ${n + 1}: ${outcome} (${(performance.now() - started).toFixed(0)} ms)`);
+  }
+  print();
+  print('A connection (no SUPER) whose raw CALL failed on the isolated node, and one with an open transaction:');
+  print();
+  print('| statement | answer |');
+  print('| --- | --- |');
+  const caller = await connect(2);
+  print(await row("call reservation_engine_reserve_or_replay('', 'k2', 'h', '00000000-0000-7000-8000-000000000001', 1, 1, now(3), now(3), '{}')", caller));
+  for (const statement of ['select @@in_transaction', 'rollback', 'set session wsrep_dirty_reads = on', 'rollback', 'set session wsrep_dirty_reads = off', 'select @@in_transaction']) print(await row(statement, caller));
+  print(await row('select @@in_transaction', openBefore));
+  for (const statement of ['set session wsrep_dirty_reads = on', 'rollback', 'set session wsrep_dirty_reads = default', 'select @@in_transaction', 'select v from probe where id = 1']) print(await row(statement, openBefore));
   await cluster.nodes[2]!.rejoin();
-  await Promise.all([db1.destroy(), db2.destroy(), db3.destroy()]);
+  print();
+  print(`After rejoin: ${await attempt(await connect(0), 'select v from probe where id = 15')} (row 15 was updated in the rolled-back transaction)`);
+  await Promise.all([db1.destroy(), db2.destroy(), Promise.race([db3.destroy(), db4.destroy(), new Promise((r) => setTimeout(r, 2_000))])]);
   for (const c of [setup, before, idle, fresh, check, a, b, ...workers]) c?.destroy();
 } finally {
   await cluster.stop();

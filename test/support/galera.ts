@@ -333,11 +333,12 @@ export async function startGaleraCluster(options: GaleraOptions = {}): Promise<G
     for (const p of processes) await fs.mkdir(p.dataDir, { recursive: true });
     await chownTree(root, owner.uid, owner.gid);
     // Only the bootstrap node is initialised; the others get its data by SST.
+    const bootstrap = processes[0]!;
     await execFileAsync(bins.installDb, [
       '--no-defaults',
       '--basedir=/usr',
-      `--datadir=${processes[0].dataDir}`,
-      `--tmpdir=${processes[0].dir}`,
+      `--datadir=${bootstrap.dataDir}`,
+      `--tmpdir=${bootstrap.dir}`,
       '--user=mysql',
       '--auth-root-authentication-method=socket',
       '--skip-test-db',
@@ -353,13 +354,12 @@ export async function startGaleraCluster(options: GaleraOptions = {}): Promise<G
       if (i === 0) {
         await p.query(`create database if not exists \`${DATABASE}\``);
         await p.query(`create user if not exists '${USER}'@'127.0.0.1' identified by '${PASSWORD}'`);
+        // An ordinary application user: its own database only (isolate/rejoin go through root's socket).
         await p.query(`grant all privileges on \`${DATABASE}\`.* to '${USER}'@'127.0.0.1'`);
-        // KILL, SHOW PROCESSLIST of others, SET GLOBAL wsrep_*: for the probes.
-        await p.query(`grant process, connection admin, super on *.* to '${USER}'@'127.0.0.1'`);
       }
     }
 
-    const version = (await processes[0].query<{ v: string }>("select concat(@@version, ', Galera ', (select variable_value from information_schema.global_status where variable_name = 'wsrep_provider_version')) as v"))[0]?.v;
+    const version = (await bootstrap.query<{ v: string }>("select concat(@@version, ', Galera ', (select variable_value from information_schema.global_status where variable_name = 'wsrep_provider_version')) as v"))[0]?.v;
     const nodes = processes.map(
       (p): GaleraNode => ({
         index: p.index,
