@@ -135,4 +135,20 @@ describeEachServerDialect('a connection whose ROLLBACK failed is never reused', 
     await engine.restock({ itemId: item.id, quantity: 1 });
     expect(await engine.getItem(item.id)).toMatchObject({ availableQuantity: 11 });
   });
+
+  it('when the server refuses to end the session too, the connection stays out of the pool until a ROLLBACK succeeds', async () => {
+    const { proxy, db } = await throughProxy(t);
+    const engine = new ReservationEngine({ db });
+    const item = await engine.createItem({ sku: unique(), name: 'quarantined', availableQuantity: 10 });
+    proxy.failNext(/^commit/i, refused(t.name));
+    proxy.failNext(/^rollback/i, refused(t.name));
+    proxy.failNext(/kill connection|pg_terminate_backend/i, refused(t.name));
+    const error = await engine.restock({ itemId: item.id, quantity: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OutcomeUnknownError);
+    // The pool has one connection, held until its ROLLBACK goes through (the proxy lets the
+    // second one pass): the next call waits for it, and finds no trace of the lost restock.
+    await engine.restock({ itemId: item.id, quantity: 1 });
+    expect(proxy.injected.map((statement) => statement.split(' ')[0]?.toLowerCase())).toEqual(['commit', 'rollback', t.name === 'mysql' ? 'kill' : 'select']);
+    expect(await engine.getItem(item.id)).toMatchObject({ availableQuantity: 11 });
+  });
 });
