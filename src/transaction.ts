@@ -45,11 +45,12 @@ export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect
  * connection may still be inside a transaction (a failed statement, a failed COMMIT, a stored
  * procedure whose own ROLLBACK failed): it is rolled back before the connection goes back to the
  * pool. When that ROLLBACK fails too — a Galera node outside the primary component refuses it
- * (1047), a reply was garbled — the transaction's state is unknown, and the connection is never
- * reused: its session is ended (MySQL `KILL`, PostgreSQL `pg_terminate_backend`), which rolls the
- * transaction back on the server; if even that fails, the connection stays out of the pool, its
- * ROLLBACK tried again in the background until it succeeds or the connection dies. Either way
- * `work`'s error reaches the caller at once.
+ * (1047), a reply was garbled — the transaction's state is unknown, and the connection is not
+ * reused as it is: the dialect ends the transaction another way (MariaDB Galera: ROLLBACK with
+ * dirty reads allowed; else the session is ended, MySQL `KILL`, PostgreSQL
+ * `pg_terminate_backend`, which rolls it back on the server); if even that fails, the connection
+ * stays out of the pool, its ROLLBACK tried again in the background until it succeeds or the
+ * connection dies. Either way `work`'s error reaches the caller at once.
  */
 export function onConnection<T>(db: Kysely<Database>, dialect: SqlDialect, work: (connection: Kysely<Database>) => Promise<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -63,7 +64,7 @@ export function onConnection<T>(db: Kysely<Database>, dialect: SqlDialect, work:
         }
         // The caller has its answer; the connection goes back only once no transaction is open on it.
         if (await rollBack(connection)) return;
-        if (await dialect.endSession(connection)) return;
+        if (await dialect.endTransaction(connection)) return;
         await quarantine(connection);
       })
       .catch(reject);

@@ -208,6 +208,23 @@ function isConnectionError(error: unknown): boolean {
   return e.fatal === true || /connection is in closed state|connection lost|pool is closed|Should not reach here/i.test(String(e.message ?? ''));
 }
 
+/**
+ * After a failed ROLLBACK. A MariaDB Galera node outside the primary component refuses ROLLBACK,
+ * KILL and every statement on a table (1047) but a ROLLBACK with dirty reads allowed; elsewhere
+ * (or if that fails) the session is ended, which rolls its transaction back on the server.
+ */
+async function endTransaction(connection: Kysely<any>): Promise<boolean> {
+  try {
+    await sql`set session wsrep_dirty_reads = on`.execute(connection);
+    await sql`rollback`.execute(connection);
+    await sql`set session wsrep_dirty_reads = off`.execute(connection);
+    return true;
+  } catch {
+    // MySQL has no such variable; or the connection is out of step: end the session.
+  }
+  return endOwnSession(connection, 'kill connection connection_id()');
+}
+
 /** Creates a routine under {@link ROUTINE_SQL_MODE}, leaving the session's own mode as it was. */
 async function createProcedure(db: Kysely<any>, text: string): Promise<void> {
   await db.connection().execute(async (connection) => {
@@ -233,8 +250,7 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   isConnectionError,
 
   beginReadCommitted: Object.freeze(['set transaction isolation level read committed', 'begin']),
-  // Ends the session even on a Galera node outside the primary component, which refuses ROLLBACK.
-  endSession: (connection) => endOwnSession(connection, 'kill connection connection_id()'),
+  endTransaction,
 
   isRetryable(error: unknown) {
     const code = errno(error);

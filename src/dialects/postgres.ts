@@ -145,8 +145,9 @@ export const postgresDialect: SqlDialect = Object.freeze({
   isConnectionError,
 
   beginReadCommitted: Object.freeze(['begin isolation level read committed']),
-  // PGlite's one session is the database itself: never end it (its ROLLBACK cannot fail for want of a network).
-  endSession: (connection) => (isEmbedded(connection) ? Promise.resolve(false) : endOwnSession(connection, 'select pg_terminate_backend(pg_backend_pid())')),
+  // Ends the session, which rolls back its transaction. Not PGlite's one session, which is the
+  // database itself (and whose ROLLBACK cannot fail for want of a network).
+  endTransaction: (connection) => (isEmbedded(connection) ? Promise.resolve(false) : endOwnSession(connection, 'select pg_terminate_backend(pg_backend_pid())')),
 
   async insertItem(db, values) {
     return db.insertInto('items').values(values).returningAll().executeTakeFirstOrThrow();

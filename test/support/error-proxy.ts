@@ -93,7 +93,6 @@ function mysqlFilter(take: (sqlText: string) => InjectedError | undefined): Filt
       if (pending.length < 4 + length) break;
       const packet = pending.subarray(0, 4 + length);
       pending = pending.subarray(4 + length);
-      if (process.env.PROXY_DEBUG) console.log("my>", packet[3], packet[4], JSON.stringify(packet.subarray(5, 80).toString()));
       const error = packet[3] === 0 && packet[4] === 0x03 ? take(packet.subarray(5).toString('utf8')) : undefined;
       if (!error) {
         toServer(packet);
@@ -133,7 +132,6 @@ function postgresFilter(take: (sqlText: string) => InjectedError | undefined): F
       const message = pending.subarray(0, 1 + length);
       pending = pending.subarray(1 + length);
       const type = String.fromCharCode(message[0]!);
-      if (process.env.PROXY_DEBUG) console.log("pg>", type, JSON.stringify(message.subarray(5, 80).toString()));
       if (swallowing) {
         if (type === 'S') {
           toClient(postgresError(swallowing));
