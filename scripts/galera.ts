@@ -30,9 +30,9 @@ console.log(`\n${cluster.label}: ${cluster.nodes.length} nodes, data and logs in
 for (const node of cluster.nodes) console.log(`  node${node.index}  ${node.url}`);
 console.log(`
 Use with mysql2: createPool({ uri: '<url>', timezone: 'Z' }). Example:
-  DATABASE_URL=${cluster.nodes[0].url} npx tsx examples/express/server.ts
-Isolate a node (non-primary) from a client on it:
-  mariadb -h127.0.0.1 -P${cluster.nodes.at(-1)?.port} -uengine -pengine -e "set global wsrep_provider_options='gmcast.isolate=1'"   (=0 to rejoin)
+  DATABASE_URL=${cluster.nodes[0]?.url} npx tsx examples/express/server.ts
+Isolate node ${cluster.nodes.length} (non-primary), as root over its socket:
+  mariadb -S ${cluster.dir}/node${cluster.nodes.length}/mysqld.sock -uroot -e "set global wsrep_provider_options='gmcast.isolate=1'"   (=0 to rejoin)
 
 Ctrl-C stops every node and deletes the temp dir.`);
 // Keep the process alive until a signal arrives.

@@ -7,7 +7,9 @@
  * REQUIRE_GALERA=1 (then it fails). Needs root: the nodes run as the `mysql` user.
  *
  *   npx vitest run --config vitest.faults.config.ts test/faults/galera.test.ts
+ *   GALERA_FIGURES=figures.json …   also writes the figures table as JSON
  */
+import { writeFile } from 'node:fs/promises';
 import { Kysely, MysqlDialect, sql } from 'kysely';
 import { createPool } from 'mysql2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -96,6 +98,8 @@ describe.skipIf(!available && !required)('Galera: 3 nodes, one isolated under lo
     await Promise.all(dbs.map((db) => db.destroy().catch(() => {})));
     await cluster?.stop();
     console.log(`\n[galera] ${cluster?.label ?? 'Galera'}: figures\n${formatFigures(figures, tally)}`);
+    // For the release note: the same figures as JSON (GALERA_FIGURES=<file> to keep them).
+    if (process.env.GALERA_FIGURES) await writeFile(process.env.GALERA_FIGURES, `${JSON.stringify({ label: cluster?.label, figures, counts: Object.fromEntries(tally.counts) }, null, 2)}\n`);
   });
 
   it('reserving a hot item: one node vs spread over three', async () => {
