@@ -1,4 +1,4 @@
-import type { ColumnDataType, ColumnDefinitionBuilder, CreateTableBuilder, Expression, Insertable, Kysely, Selectable } from 'kysely';
+import { type ColumnDataType, type ColumnDefinitionBuilder, type CreateTableBuilder, type Expression, type Insertable, type Kysely, type Selectable, sql } from 'kysely';
 import type { SchemaNames } from '../schema/tables.js';
 import type { Database, ItemsTable, ReservationsTable } from '../types.js';
 
@@ -43,8 +43,21 @@ export interface SqlDialect {
   isDuplicateKey(error: unknown): boolean;
   /** A deadlock, lock-wait timeout or serialization failure: the whole transaction may be retried. */
   isRetryable(error: unknown): boolean;
-  /** The connection failed (lost, reset, timed out, server shutting down): the outcome of what was in flight is unknown. */
+  /**
+   * The connection failed (lost, reset, timed out, server shutting down) or the server cannot do
+   * work now (a Galera node outside the primary component, a read-only server): the outcome of
+   * what was in flight is unknown, and a repeat may land elsewhere or later.
+   */
   isConnectionError(error: unknown): boolean;
+
+  /** The statements that begin a READ COMMITTED transaction, whatever the session's default. */
+  readonly beginReadCommitted: readonly string[];
+  /**
+   * Ends the transaction left open on `connection` when a plain ROLLBACK failed, by whatever the
+   * database allows: `true` once no transaction is open or the connection is dead (its pool will
+   * not hand it out again), `false` when the session lives on with its transaction.
+   */
+  endTransaction(connection: Kysely<any>): Promise<boolean>;
 
   /**
    * Throws a {@link ConfigurationError} when the host's session settings would make the engine's
@@ -133,3 +146,49 @@ export function reserveOutcome(row: ReserveRow): ReserveOutcome {
 
 const RESERVED: ReserveOutcome = Object.freeze({ kind: 'reserved' });
 const MISSING: ReserveOutcome = Object.freeze({ kind: 'missing' });
+
+/**
+ * @internal
+ * The driver gave up on the connection, so its pool will not hand it out again: mysql2 drops a
+ * connection after a fatal error, pg-pool destroys a client that is not queryable.
+ */
+export function isDeadConnection(error: unknown): boolean {
+  const e = error as { fatal?: unknown; message?: unknown } | null;
+  return e?.fatal === true || /closed state|not queryable|Connection terminated/i.test(String(e?.message ?? ''));
+}
+
+/**
+ * @internal
+ * Runs `statement` (which ends the connection's own session) and checks that the connection is
+ * dead: the server closes it right after answering, so the next statement must fail.
+ */
+export async function endOwnSession(connection: Kysely<any>, statement: string): Promise<boolean> {
+  try {
+    await sql.raw(statement).execute(connection);
+  } catch (error) {
+    if (isDeadConnection(error)) return true;
+  }
+  for (let probe = 0; probe < 5; probe++) {
+    try {
+      await sql`select 1`.execute(connection);
+    } catch (error) {
+      if (isDeadConnection(error)) return true;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10 * 2 ** probe));
+  }
+  return false;
+}
+
+/**
+ * @internal
+ * A COMMIT failed with an error that does not say the transaction rolled back (a deadlock or
+ * certification failure does): whether it committed is unknown. Both dialects count it as a
+ * connection error, so callers answer {@link OutcomeUnknownError} (or repeat work that is safe
+ * to repeat).
+ */
+export class CommitFailedError extends Error {
+  constructor(cause: unknown) {
+    super(`COMMIT failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'CommitFailedError';
+  }
+}

@@ -1,7 +1,8 @@
 import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
-import { type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { onConnection } from '../transaction.js';
+import { CommitFailedError, endOwnSession, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -10,11 +11,28 @@ const ER_LOCK_DEADLOCK = 1213;
 const ER_CHECKREAD = 1020;
 
 /**
- * The connection died or the server went away: whatever was in flight may or may not have
- * committed. CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
- * ER_QUERY_INTERRUPTED (KILL QUERY, max_statement_time), ER_STATEMENT_TIMEOUT.
+ * The connection died, the server went away or cannot do work now: whatever was in flight may or
+ * may not have committed, and the connection's transaction state is unknown.
  */
-const CONNECTION_ERRNOS = new Set([2006, 2013, 1053, 1927, 1317, 1969, 3024]);
+const CONNECTION_ERRNOS = new Set([
+  2006, // CR_SERVER_GONE_ERROR
+  2013, // CR_SERVER_LOST
+  1053, // ER_SERVER_SHUTDOWN
+  1927, // ER_CONNECTION_KILLED
+  1317, // ER_QUERY_INTERRUPTED (KILL QUERY)
+  1969, // ER_STATEMENT_TIMEOUT (max_statement_time)
+  3024, // ER_QUERY_TIMEOUT (MySQL's max_execution_time)
+  4031, // ER_CLIENT_INTERACTION_TIMEOUT (MariaDB: idle session closed by the server)
+  1152, // ER_ABORTING_CONNECTION
+  1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, // ER_NET_*: read/write errors, packets out of order
+  1040, // ER_CON_COUNT_ERROR: too many connections
+  1203, // ER_TOO_MANY_USER_CONNECTIONS
+  1047, // ER_UNKNOWN_COM_ERROR: Galera node outside the primary component ("WSREP has not yet prepared node")
+  1180, // ER_ERROR_DURING_COMMIT: the COMMIT failed, its outcome unknown
+  1568, // ER_CANT_CHANGE_TX_CHARACTERISTICS: a transaction is open that should not be (a host's leaked one)
+  1290, // ER_OPTION_PREVENTS_STATEMENT: a read-only server (a replica after a failover)
+  1792, // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+]);
 /** Node's and mysql2's names for a broken socket. */
 const CONNECTION_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST',
@@ -113,7 +131,17 @@ reserve_or_replay: begin
     select 'reserved' as outcome, null as available;
   else
     rollback;
-    select 'insufficient' as outcome, (select available_quantity from ${table('items')} where id = p_item_id) as available;
+    -- Lost the race for the last units. On a Galera cluster a request with the same key can have
+    -- committed on another node meanwhile (the unique index serialises only one node's
+    -- requests): then this request is its replay, not a refusal.
+    select payload_hash, reservation_id into v_hash, v_reservation from ${table('idempotency_requests')}
+      where idempotency_scope = p_scope and idempotency_key = p_key;
+    if v_reservation is not null then
+      select 'replay' as outcome, null as available, v_hash as payload_hash, ${REPLAY_COLUMNS}
+        from ${table('reservations')} r where r.id = v_reservation;
+    else
+      select 'insufficient' as outcome, (select available_quantity from ${table('items')} where id = p_item_id) as available;
+    end if;
   end if;
 end`;
 }
@@ -173,9 +201,28 @@ function errno(error: unknown): number | undefined {
 function isConnectionError(error: unknown): boolean {
   const e = error as { errno?: unknown; code?: unknown; fatal?: unknown; message?: unknown } | null;
   if (!e || typeof e !== 'object') return false;
+  if (e instanceof CommitFailedError) return true;
   if (CONNECTION_ERRNOS.has(errno(e) ?? 0) || CONNECTION_CODES.has(String(e.code))) return true;
-  // mysql2 marks errors that broke the connection `fatal`; a closed connection says so in words.
-  return e.fatal === true || /connection is in closed state|connection lost|pool is closed/i.test(String(e.message ?? ''));
+  // mysql2 marks errors that broke the connection `fatal`; a closed connection says so in words;
+  // "Should not reach here" is mysql2 failing to parse a reply: the connection is out of step.
+  return e.fatal === true || /connection is in closed state|connection lost|pool is closed|Should not reach here/i.test(String(e.message ?? ''));
+}
+
+/**
+ * After a failed ROLLBACK. A MariaDB Galera node outside the primary component refuses ROLLBACK,
+ * KILL and every statement on a table (1047) but a ROLLBACK with dirty reads allowed; elsewhere
+ * (or if that fails) the session is ended, which rolls its transaction back on the server.
+ */
+async function endTransaction(connection: Kysely<any>): Promise<boolean> {
+  try {
+    await sql`set session wsrep_dirty_reads = on`.execute(connection);
+    await sql`rollback`.execute(connection);
+    await sql`set session wsrep_dirty_reads = default`.execute(connection);
+    return true;
+  } catch {
+    // MySQL has no such variable; or the connection is out of step: end the session.
+  }
+  return endOwnSession(connection, 'kill connection connection_id()');
 }
 
 /** Creates a routine under {@link ROUTINE_SQL_MODE}, leaving the session's own mode as it was. */
@@ -201,6 +248,9 @@ export const mysqlDialect: SqlDialect = Object.freeze({
 
   isDuplicateKey: (error: unknown) => errno(error) === ER_DUP_ENTRY,
   isConnectionError,
+
+  beginReadCommitted: Object.freeze(['set transaction isolation level read committed', 'begin']),
+  endTransaction,
 
   isRetryable(error: unknown) {
     const code = errno(error);
@@ -234,8 +284,10 @@ export const mysqlDialect: SqlDialect = Object.freeze({
       r.now,
       r.eventPayload,
     ]);
-    // mysql2 answers a CALL with [result set, OK packet].
-    const { rows } = await db.executeQuery<unknown>(query);
+    // mysql2 answers a CALL with [result set, OK packet]. On its own connection: when the CALL
+    // fails, a transaction it began may still be open (its ROLLBACK refused), and must never be
+    // handed to the next user of the pool.
+    const { rows } = await onConnection(db, mysqlDialect, (connection) => connection.executeQuery<unknown>(query));
     const row = (rows[0] as unknown as ReserveRow[] | undefined)?.[0];
     if (!row) throw new Error(`${names.object(RESERVE_ROUTINE)} returned no result`);
     return reserveOutcome(row);

@@ -1,7 +1,16 @@
 import { CompiledQuery, type Kysely, sql } from 'kysely';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import type { Database } from '../types.js';
-import { type NewReservation, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { inTransaction } from '../transaction.js';
+import { CommitFailedError, endOwnSession, type NewReservation, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+
+/** Whether `db` runs on PGlite (by its adapter's class name, as `dialectOf` tells databases apart). */
+function isEmbedded(db: Kysely<any>): boolean {
+  for (let proto = Object.getPrototypeOf(db.getExecutor().adapter); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    if (/^PGlite/i.test(proto.constructor?.name ?? '')) return true;
+  }
+  return false;
+}
 
 const UNIQUE_VIOLATION = '23505';
 const RETRYABLE = new Set([
@@ -16,7 +25,17 @@ const RETRYABLE = new Set([
  * 57P01–57P03 (admin/crash shutdown, cannot connect now), 57014 (query_canceled: statement
  * timeout), 25P03 (idle-in-transaction timeout).
  */
-const CONNECTION_STATES = new Set(['57P01', '57P02', '57P03', '57014', '25P03']);
+const CONNECTION_STATES = new Set([
+  '57P01', // admin_shutdown (pg_terminate_backend, fast shutdown)
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, in recovery)
+  '57P05', // idle_session_timeout
+  '57014', // query_canceled (statement_timeout)
+  '25P03', // idle_in_transaction_session_timeout
+  '25006', // read_only_sql_transaction: a standby (after a failover, the old primary as a replica)
+  '53300', // too_many_connections
+  '58P01', '58000', // system errors (an I/O failure on the server)
+]);
 const NODE_CONNECTION_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
 function sqlState(error: unknown): string | undefined {
@@ -26,6 +45,7 @@ function sqlState(error: unknown): string | undefined {
 
 function isConnectionError(error: unknown): boolean {
   if (!error || typeof error !== 'object') return false;
+  if (error instanceof CommitFailedError) return true;
   const code = sqlState(error) ?? '';
   if (code.startsWith('08') || CONNECTION_STATES.has(code) || NODE_CONNECTION_CODES.has(code)) return true;
   // pg reports a dropped connection without a code.
@@ -124,6 +144,11 @@ export const postgresDialect: SqlDialect = Object.freeze({
   isRetryable: (error: unknown) => RETRYABLE.has(sqlState(error) ?? ''),
   isConnectionError,
 
+  beginReadCommitted: Object.freeze(['begin isolation level read committed']),
+  // Ends the session, which rolls back its transaction. Not PGlite's one session, which is the
+  // database itself (and whose ROLLBACK cannot fail for want of a network).
+  endTransaction: (connection) => (isEmbedded(connection) ? Promise.resolve(false) : endOwnSession(connection, 'select pg_terminate_backend(pg_backend_pid())')),
+
   async insertItem(db, values) {
     return db.insertInto('items').values(values).returningAll().executeTakeFirstOrThrow();
   },
@@ -137,10 +162,7 @@ export const postgresDialect: SqlDialect = Object.freeze({
       if (outcome !== 'not read committed') return outcome;
       // The session's default isolation is stricter (a host's REPEATABLE READ or SERIALIZABLE):
       // the function changed nothing; call it again in a transaction at the level it was designed for.
-      return await db
-        .transaction()
-        .setIsolationLevel('read committed')
-        .execute(async (trx) => (await callReserve(trx, names, r)) as ReserveOutcome);
+      return await inTransaction(db, postgresDialect, async (trx) => (await callReserve(trx, names, r)) as ReserveOutcome);
     } catch (error) {
       if (sqlState(error) !== LOST_RACE) throw error;
       // The decrement lost the race for the last units; everything it wrote was rolled back.

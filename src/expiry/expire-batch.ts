@@ -1,4 +1,4 @@
-import { type Kysely, sql, type Transaction } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { z } from 'zod';
 import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import { engineDb, schemaNames } from '../schema/tables.js';
@@ -143,7 +143,7 @@ async function dueReservations(db: Kysely<Database>, now: Date, limit: number, o
   return rows.map((row) => ({ id: row.id, itemId: Number(row.item_id), quantity: Number(row.quantity), expiresAt: toDate(row.expires_at) }));
 }
 
-async function markExpired(trx: Transaction<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
+async function markExpired(trx: Kysely<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
   await trx
     .updateTable('reservations')
     .set({ status: 'EXPIRED', updated_at: now })
@@ -157,7 +157,7 @@ async function markExpired(trx: Transaction<Database>, due: readonly DueReservat
 }
 
 /** Moves the held units back to available, one statement for all items, locking the items in id order first. */
-async function returnStock(trx: Transaction<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
+async function returnStock(trx: Kysely<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
   const returned = new Map<number, number>();
   for (const r of due) returned.set(r.itemId, (returned.get(r.itemId) ?? 0) + r.quantity);
   const itemIds = [...returned.keys()].sort((a, b) => a - b);
@@ -174,7 +174,7 @@ async function returnStock(trx: Transaction<Database>, due: readonly DueReservat
     .execute();
 }
 
-async function writeEvents(trx: Transaction<Database>, dialect: SqlDialect, due: readonly DueReservation[], now: Date): Promise<void> {
+async function writeEvents(trx: Kysely<Database>, dialect: SqlDialect, due: readonly DueReservation[], now: Date): Promise<void> {
   await trx
     .insertInto('outbox')
     .values(due.map((r) => eventRow(dialect, 'reservation.expired', { ...r, status: 'EXPIRED' }, now)))
