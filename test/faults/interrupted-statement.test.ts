@@ -35,7 +35,11 @@ async function lockHolder(dialect: ServerDialect, url: string): Promise<LockHold
         await connection.query(`SELECT id FROM reservation_engine_${table} WHERE id = ? FOR UPDATE`, [id]);
       },
       async waiter() {
-        const [rows] = await connection.query<mysql.RowDataPacket[]>(`SELECT trx_mysql_thread_id AS id FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'`);
+        // innodb_trx is a snapshot up to 100 ms old: it may still list a session of the previous test, gone since.
+        const [rows] = await connection.query<mysql.RowDataPacket[]>(
+          `SELECT t.trx_mysql_thread_id AS id FROM information_schema.innodb_trx t JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id
+           WHERE t.trx_state = 'LOCK WAIT' AND p.db = database() AND p.id <> connection_id()`,
+        );
         return rows[0] ? Number(rows[0].id) : undefined;
       },
       cancel: async (session) => void (await connection.query(`KILL QUERY ${session}`)),
