@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { SqlDialect } from './dialects/index.js';
-import { isDeadConnection } from './dialects/dialect.js';
+import { CommitFailedError, isDeadConnection } from './dialects/dialect.js';
 import { TransactionConflictError } from './errors.js';
 import type { Database } from './types.js';
 
@@ -27,7 +27,13 @@ export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect
     onConnection(db, dialect, async (connection) => {
       for (const statement of dialect.beginReadCommitted) await sql.raw(statement).execute(connection);
       const result = await work(connection);
-      await sql`commit`.execute(connection);
+      try {
+        await sql`commit`.execute(connection);
+      } catch (error) {
+        // A deadlock or certification failure at COMMIT (Galera: 1213) rolled back: retry.
+        if (dialect.isRetryable(error) || dialect.isConnectionError(error)) throw error;
+        throw new CommitFailedError(error);
+      }
       return result;
     }),
   );
@@ -39,11 +45,12 @@ export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect
  * connection may still be inside a transaction (a failed statement, a failed COMMIT, a stored
  * procedure whose own ROLLBACK failed): it is rolled back before the connection goes back to the
  * pool. When that ROLLBACK fails too — a Galera node outside the primary component refuses it
- * (1047), a reply was garbled — the transaction's state is unknown, and the connection is never
- * reused: its session is ended (MySQL `KILL`, PostgreSQL `pg_terminate_backend`), which rolls the
- * transaction back on the server; if even that fails, the connection stays out of the pool, its
- * ROLLBACK tried again in the background until it succeeds or the connection dies. Either way
- * `work`'s error reaches the caller at once.
+ * (1047), a reply was garbled — the transaction's state is unknown, and the connection is not
+ * reused as it is: the dialect ends the transaction another way (MariaDB Galera: ROLLBACK with
+ * dirty reads allowed; else the session is ended, MySQL `KILL`, PostgreSQL
+ * `pg_terminate_backend`, which rolls it back on the server); if even that fails, the connection
+ * stays out of the pool, its ROLLBACK tried again in the background until it succeeds or the
+ * connection dies. Either way `work`'s error reaches the caller at once.
  */
 export function onConnection<T>(db: Kysely<Database>, dialect: SqlDialect, work: (connection: Kysely<Database>) => Promise<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -57,7 +64,7 @@ export function onConnection<T>(db: Kysely<Database>, dialect: SqlDialect, work:
         }
         // The caller has its answer; the connection goes back only once no transaction is open on it.
         if (await rollBack(connection)) return;
-        if (await dialect.endSession(connection)) return;
+        if (await dialect.endTransaction(connection)) return;
         await quarantine(connection);
       })
       .catch(reject);

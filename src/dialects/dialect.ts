@@ -53,11 +53,11 @@ export interface SqlDialect {
   /** The statements that begin a READ COMMITTED transaction, whatever the session's default. */
   readonly beginReadCommitted: readonly string[];
   /**
-   * Ends the connection's own session on the server, which rolls back whatever transaction is
-   * open on it; `true` once the connection is dead (its pool will not hand it out again),
-   * `false` when the session lives on (the server refused, or the database is embedded).
+   * Ends the transaction left open on `connection` when a plain ROLLBACK failed, by whatever the
+   * database allows: `true` once no transaction is open or the connection is dead (its pool will
+   * not hand it out again), `false` when the session lives on with its transaction.
    */
-  endSession(connection: Kysely<any>): Promise<boolean>;
+  endTransaction(connection: Kysely<any>): Promise<boolean>;
 
   /**
    * Throws a {@link ConfigurationError} when the host's session settings would make the engine's
@@ -177,4 +177,18 @@ export async function endOwnSession(connection: Kysely<any>, statement: string):
     await new Promise((resolve) => setTimeout(resolve, 10 * 2 ** probe));
   }
   return false;
+}
+
+/**
+ * @internal
+ * A COMMIT failed with an error that does not say the transaction rolled back (a deadlock or
+ * certification failure does): whether it committed is unknown. Both dialects count it as a
+ * connection error, so callers answer {@link OutcomeUnknownError} (or repeat work that is safe
+ * to repeat).
+ */
+export class CommitFailedError extends Error {
+  constructor(cause: unknown) {
+    super(`COMMIT failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'CommitFailedError';
+  }
 }

@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import { onConnection } from '../transaction.js';
-import { endOwnSession, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { CommitFailedError, endOwnSession, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -201,10 +201,28 @@ function errno(error: unknown): number | undefined {
 function isConnectionError(error: unknown): boolean {
   const e = error as { errno?: unknown; code?: unknown; fatal?: unknown; message?: unknown } | null;
   if (!e || typeof e !== 'object') return false;
+  if (e instanceof CommitFailedError) return true;
   if (CONNECTION_ERRNOS.has(errno(e) ?? 0) || CONNECTION_CODES.has(String(e.code))) return true;
   // mysql2 marks errors that broke the connection `fatal`; a closed connection says so in words;
   // "Should not reach here" is mysql2 failing to parse a reply: the connection is out of step.
   return e.fatal === true || /connection is in closed state|connection lost|pool is closed|Should not reach here/i.test(String(e.message ?? ''));
+}
+
+/**
+ * After a failed ROLLBACK. A MariaDB Galera node outside the primary component refuses ROLLBACK,
+ * KILL and every statement on a table (1047) but a ROLLBACK with dirty reads allowed; elsewhere
+ * (or if that fails) the session is ended, which rolls its transaction back on the server.
+ */
+async function endTransaction(connection: Kysely<any>): Promise<boolean> {
+  try {
+    await sql`set session wsrep_dirty_reads = on`.execute(connection);
+    await sql`rollback`.execute(connection);
+    await sql`set session wsrep_dirty_reads = off`.execute(connection);
+    return true;
+  } catch {
+    // MySQL has no such variable; or the connection is out of step: end the session.
+  }
+  return endOwnSession(connection, 'kill connection connection_id()');
 }
 
 /** Creates a routine under {@link ROUTINE_SQL_MODE}, leaving the session's own mode as it was. */
@@ -232,8 +250,7 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   isConnectionError,
 
   beginReadCommitted: Object.freeze(['set transaction isolation level read committed', 'begin']),
-  // Ends the session even on a Galera node outside the primary component, which refuses ROLLBACK.
-  endSession: (connection) => endOwnSession(connection, 'kill connection connection_id()'),
+  endTransaction,
 
   isRetryable(error: unknown) {
     const code = errno(error);

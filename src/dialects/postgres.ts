@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import type { Database } from '../types.js';
 import { inTransaction } from '../transaction.js';
-import { endOwnSession, type NewReservation, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { CommitFailedError, endOwnSession, type NewReservation, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 /** Whether `db` runs on PGlite (by its adapter's class name, as `dialectOf` tells databases apart). */
 function isEmbedded(db: Kysely<any>): boolean {
@@ -45,6 +45,7 @@ function sqlState(error: unknown): string | undefined {
 
 function isConnectionError(error: unknown): boolean {
   if (!error || typeof error !== 'object') return false;
+  if (error instanceof CommitFailedError) return true;
   const code = sqlState(error) ?? '';
   if (code.startsWith('08') || CONNECTION_STATES.has(code) || NODE_CONNECTION_CODES.has(code)) return true;
   // pg reports a dropped connection without a code.
@@ -144,8 +145,9 @@ export const postgresDialect: SqlDialect = Object.freeze({
   isConnectionError,
 
   beginReadCommitted: Object.freeze(['begin isolation level read committed']),
-  // PGlite's one session is the database itself: never end it (its ROLLBACK cannot fail for want of a network).
-  endSession: (connection) => (isEmbedded(connection) ? Promise.resolve(false) : endOwnSession(connection, 'select pg_terminate_backend(pg_backend_pid())')),
+  // Ends the session, which rolls back its transaction. Not PGlite's one session, which is the
+  // database itself (and whose ROLLBACK cannot fail for want of a network).
+  endTransaction: (connection) => (isEmbedded(connection) ? Promise.resolve(false) : endOwnSession(connection, 'select pg_terminate_backend(pg_backend_pid())')),
 
   async insertItem(db, values) {
     return db.insertInto('items').values(values).returningAll().executeTakeFirstOrThrow();

@@ -74,11 +74,11 @@ export async function checkInvariants(db: Kysely<any>, input: InvariantInput = {
   }
 
   const reservations = (
-    await sql<{ id: string; status: string; scope: string; key: string }>`
-      select id, status, idempotency_scope as scope, idempotency_key as key from ${t('reservations')}`.execute(db)
+    await sql<{ id: string; status: string; scope: string; idem_key: string }>`
+      select id, status, idempotency_scope as scope, idempotency_key as idem_key from ${t('reservations')}`.execute(db)
   ).rows.map((r) => ({ ...r, id: String(r.id).toLowerCase() }));
   const byKey = new Map<string, number>();
-  for (const r of reservations) byKey.set(`${r.scope}\u0000${r.key}`, (byKey.get(`${r.scope}\u0000${r.key}`) ?? 0) + 1);
+  for (const r of reservations) byKey.set(`${r.scope}\u0000${r.idem_key}`, (byKey.get(`${r.scope}\u0000${r.idem_key}`) ?? 0) + 1);
   for (const [key, n] of byKey) if (n > 1) violations.push(`key ${JSON.stringify(key.replace('\u0000', ' / '))}: ${n} reservations`);
   const records = (
     await sql<{ reservation_id: string; n: number }>`select reservation_id, count(*) as n from ${t('idempotency_requests')} group by reservation_id`.execute(db)
