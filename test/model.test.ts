@@ -19,7 +19,7 @@ describeEachDialect(
     });
 
     it('concurrent reserves, confirms, cancels and expiry are each equivalent to some order of the same calls', async () => {
-      await fc.assert(concurrencyProperty(t), { numRuns: 25, ...replayParameters() });
+      await fc.assert(concurrencyProperty(t), { numRuns: 30, ...replayParameters() });
     });
   },
   DIALECTS.filter((dialect) => dialect.name === 'pglite'),

@@ -27,6 +27,8 @@ export interface Real {
   readonly clock: { now: Date };
   /** Ids of the events the outbox handler was given, repeats included. */
   readonly delivered: string[];
+  /** The handler always fails events whose model index is this modulo 5 (they end dead-lettered); none when undefined. */
+  readonly poison: number | undefined;
 }
 
 type Command = fc.AsyncCommand<ModelState, Real>;
@@ -186,7 +188,10 @@ class Expire implements Command {
   toString = () => `expireBatch(limit ${this.limit})`;
 }
 
-/** One outbox batch; the handler fails for the events whose model index hits a bit of `failMask`. */
+/**
+ * One outbox batch; the handler fails for the events whose model index hits a bit of `failMask`,
+ * and for the run's poison events.
+ */
 class RunOutbox implements Command {
   constructor(readonly limit: number, readonly failMask: number) {}
   check = () => true;
@@ -196,7 +201,7 @@ class RunOutbox implements Command {
   toString = () => `runOutboxBatch(limit ${this.limit}, failMask ${this.failMask.toString(2)})`;
 }
 
-const fails = (failMask: number, index: number) => ((failMask >> (index % 8)) & 1) === 1;
+const fails = (real: Real, failMask: number, index: number) => ((failMask >> (index % 8)) & 1) === 1 || index % 5 === real.poison;
 
 async function runOutboxAndCompare(state: ModelState, real: Real, limit: number, failMask: number): Promise<void> {
   await learnOutboxIds(state, real.db);
@@ -211,7 +216,7 @@ async function runOutboxAndCompare(state: ModelState, real: Real, limit: number,
     handler: (event) => {
       calls.push(event);
       real.delivered.push(event.id);
-      if (fails(failMask, byDbId.get(event.id)?.index ?? 0)) throw new Error(`model handler refuses event ${event.id}`);
+      if (fails(real, failMask, byDbId.get(event.id)?.index ?? 0)) throw new Error(`model handler refuses event ${event.id}`);
     },
   });
   expect(calls.map((c) => c.id), 'events delivered, in order').toEqual(expected.map((e) => e.dbId));
@@ -222,7 +227,7 @@ async function runOutboxAndCompare(state: ModelState, real: Real, limit: number,
   let deadLettered = 0;
   for (const e of expected) {
     e.attempts++;
-    if (!fails(failMask, e.index)) {
+    if (!fails(real, failMask, e.index)) {
       e.processed = true;
       e.availableAt = null;
     } else if (e.attempts >= model.OUTBOX.maxAttempts) {
@@ -272,34 +277,39 @@ const itemRef = fc.oneof({ weight: 9, arbitrary: fc.nat(20) }, { weight: 1, arbi
 const reservationRef = fc.oneof({ weight: 9, arbitrary: fc.nat(30) }, { weight: 1, arbitrary: fc.constant(-1) });
 const scope = fc.constantFrom(undefined, 'tenant-a');
 
-/** Every command, weighted towards reserves. */
+const stock = fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 0, max: 8 }) }, { weight: 1, arbitrary: fc.constant(MAX_AVAILABLE_QUANTITY - 2) });
+
+/** Every command, weighted (by repeats) towards reserves, the clock and the outbox. */
 export function commandArbitraries(): fc.Arbitrary<Command>[] {
+  const reserve = fc
+    .record({ item: itemRef, quantity: fc.integer({ min: 1, max: 4 }), key: fc.constantFrom('k1', 'k2', 'k3', 'k4', 'k5'), scope, ttlSeconds: fc.constantFrom(undefined, 1, 2, 5, 30) })
+    .map(({ item, ...request }) => new Reserve(item, request));
+  const advanceClock = fc.constantFrom(1, 999, 1000, 2000, 4000, 5000, 30_000, 61_000).map((ms) => new AdvanceClock(ms));
+  const runOutbox = fc
+    .tuple(fc.constantFrom(1, 2, 4, 100), fc.oneof(fc.constant(0), fc.nat(255), fc.constant(255)))
+    .map(([limit, failMask]) => new RunOutbox(limit, failMask));
   return [
-    fc
-      .tuple(fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 0, max: 8 }) }, { weight: 1, arbitrary: fc.constant(MAX_AVAILABLE_QUANTITY - 2) }), fc.option(fc.nat(20), { freq: 8 }))
-      .map(([stock, duplicateOf]) => new CreateItem(stock, duplicateOf)),
-    ...[1, 2, 3].map(() =>
-      fc
-        .record({ item: itemRef, quantity: fc.integer({ min: 1, max: 4 }), key: fc.constantFrom('k1', 'k2', 'k3', 'k4', 'k5'), scope, ttlSeconds: fc.constantFrom(undefined, 1, 5, 30) })
-        .map(({ item, ...request }) => new Reserve(item, request)),
-    ),
+    fc.tuple(stock, fc.option(fc.nat(20), { freq: 4 })).map(([units, duplicateOf]) => new CreateItem(units, duplicateOf)),
+    reserve,
+    reserve,
+    reserve,
     fc.nat(30).map((which) => new ReplayReserve(which)),
     ...(['confirm', 'cancel'] as const).map((action) => fc.tuple(reservationRef, fc.boolean()).map(([ref, upper]) => new Transition(action, ref, upper))),
     fc
       .tuple(itemRef, fc.integer({ min: 1, max: 5 }), fc.constantFrom(undefined, 'r1', 'r2'), scope)
       .map(([item, quantity, key, restockScope]) => new Restock(item, quantity, key, restockScope)),
-    fc.constantFrom(1, 999, 1000, 5000, 30_000, 61_000).map((ms) => new AdvanceClock(ms)),
+    advanceClock,
+    advanceClock,
     fc.constantFrom(1, 2, 3, 100).map((limit) => new Expire(limit)),
-    fc
-      .tuple(fc.constantFrom(1, 2, 4, 100), fc.oneof(fc.constant(0), fc.nat(255)))
-      .map(([limit, failMask]) => new RunOutbox(limit, failMask)),
+    runOutbox,
+    runOutbox,
   ];
 }
 
 /**
  * The tables against the model: the invariants of ./invariants.ts, then each item's figures and
  * each reservation exactly. With `drain`, first delivers every event (the clock moves on past any
- * backoff) and checks that none is left pending.
+ * backoff; poison events until they are dead-lettered) and checks that none is left pending.
  */
 export async function checkDatabase(state: ModelState, real: Real, { drain = true } = {}): Promise<void> {
   if (drain) {
@@ -332,17 +342,23 @@ export async function checkDatabase(state: ModelState, real: Real, { drain = tru
 }
 
 /** A fresh engine with its own fake clock on `t.db` (emptied), and a fresh model. */
-export async function freshRun(t: TestDatabase): Promise<{ model: ModelState; real: Real }> {
+export async function freshRun(t: TestDatabase, poison?: number): Promise<{ model: ModelState; real: Real }> {
   await t.reset();
   const clock = { now: new Date(model.START) };
   const engine = new ReservationEngine({ db: t.db, clock: () => clock.now, defaultTtlSeconds: model.DEFAULT_TTL_SECONDS });
-  return { model: model.initialState(), real: { db: t.db, engine, clock, delivered: [] } };
+  return { model: model.initialState(), real: { db: t.db, engine, clock, delivered: [], poison } };
 }
 
-/** Sequences of up to `maxCommands` commands, each run on an emptied database, then {@link checkDatabase}. */
+/**
+ * One to three items (and maybe poison events), then sequences of up to `maxCommands` commands, each run on an emptied
+ * database, then {@link checkDatabase}.
+ */
 export function modelProperty(t: TestDatabase, { maxCommands }: { maxCommands: number }) {
-  return fc.asyncProperty(fc.commands(commandArbitraries(), { maxCommands, size: 'max' }), async (commands) => {
-    const setup = await freshRun(t);
+  const items = fc.array(stock, { minLength: 1, maxLength: 3 });
+  const poison = fc.option(fc.nat(4), { freq: 2 });
+  return fc.asyncProperty(items, poison, fc.commands(commandArbitraries(), { maxCommands, size: 'max' }), async (initialStock, poisonIndex, commands) => {
+    const setup = await freshRun(t, poisonIndex ?? undefined);
+    for (const units of initialStock) await new CreateItem(units, null).run(setup.model, setup.real);
     await fc.asyncModelRun(() => setup, commands);
     await checkDatabase(setup.model, setup.real);
   });
