@@ -217,7 +217,7 @@ async function endTransaction(connection: Kysely<any>): Promise<boolean> {
   try {
     await sql`set session wsrep_dirty_reads = on`.execute(connection);
     await sql`rollback`.execute(connection);
-    await sql`set session wsrep_dirty_reads = off`.execute(connection);
+    await sql`set session wsrep_dirty_reads = default`.execute(connection);
     return true;
   } catch {
     // MySQL has no such variable; or the connection is out of step: end the session.
