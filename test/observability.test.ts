@@ -9,10 +9,13 @@ import { context, type Link } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { type DataPoint, type Histogram, MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { sql } from 'kysely';
+import { Kysely, MysqlDialect, PostgresDialect } from 'kysely';
+import { createPool as createMysqlPool } from 'mysql2';
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { expireBatch, observeBacklog, ReservationEngine, runOutboxBatch, startWorker } from '../src/index.js';
-import { caught, describeEachDialect, unique } from './support/db.js';
+import { caught, describeEachDialect, describeEachServerDialect, unique } from './support/db.js';
+import { startErrorProxy } from './support/error-proxy.js';
 
 class TestReader extends MetricReader {
   protected async onForceFlush(): Promise<void> {}
@@ -92,15 +95,13 @@ describeEachDialect('OpenTelemetry', (t) => {
     for (const span of reserves) expect(span.attributes['db.system.name']).toBe(dbSystem());
     const events = await t.db.selectFrom('outbox').select(['id', 'type', 'payload', 'trace_context']).orderBy('id').execute();
     const payloadOf = (row: { payload: unknown }) => (typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload) as { reservationId: string };
+    const createdSpans = reserves.filter((span) => span.attributes['reservation_engine.outcome'] === 'created');
+    const reservesById = new Map([first, lapsing, cancelled].map((r, i) => [r.id, createdSpans[i]!]));
     const writerOf = (row: { type: string; payload: unknown }) => {
-      const id = payloadOf(row).reservationId;
-      if (row.type === 'reservation.created') return reserves.find((span) => span.attributes['reservation_engine.outcome'] === 'created' && events.length > 0 && id && reservesById.get(id) === span);
+      if (row.type === 'reservation.created') return reservesById.get(payloadOf(row).reservationId);
       if (row.type === 'reservation.expired') return named(finished, 'reservation-engine expireBatch')[0];
       return named(finished, `reservation-engine ${row.type === 'reservation.confirmed' ? 'confirm' : 'cancel'}`)[0];
     };
-    const created = [first, lapsing, cancelled];
-    const createdSpans = reserves.filter((span) => span.attributes['reservation_engine.outcome'] === 'created');
-    const reservesById = new Map(created.map((r, i) => [r.id, createdSpans[i]!]));
     expect(events).toHaveLength(6);
     for (const row of events) expect(row.trace_context, row.type).toBe(traceparentOf(writerOf(row)!));
 
@@ -164,8 +165,10 @@ describeEachDialect('OpenTelemetry', (t) => {
     expect(points(after, 'reservation_engine.expiry.backlog')).toEqual({ '': 0 });
     expect(points(after, 'reservation_engine.outbox.pending')).toEqual({ '': 0 });
     expect(points(after, 'reservation_engine.outbox.lag')).toEqual({ '': 0 });
+    // Once stopped, the gauges are no longer read: a reservation that lapses now does not show.
     stop();
-    expect(points(await metrics(), 'reservation_engine.expiry.backlog')).toEqual({});
+    await engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique(), ttlSeconds: 60 });
+    expect(points(await metrics(), 'reservation_engine.expiry.backlog')).not.toEqual({ '': 1 });
   });
 
   it('telemetry: false records nothing, and the worker passes its setting and logger to its batches', async () => {
@@ -186,46 +189,41 @@ describeEachDialect('OpenTelemetry', (t) => {
   });
 });
 
-describeEachDialect('OpenTelemetry retries', (t) => {
-  it('a deadlock retried inside a call is counted and noted on its span', async () => {
-    if (t.name === 'pglite') {
-      // One connection: no deadlock can happen. A lock-free engine call records no retry.
-      const { spans, telemetry, metrics } = setUp();
-      const engine = new ReservationEngine({ db: t.db, telemetry });
-      await engine.createItem({ sku: unique(), name: 'calm', availableQuantity: 1 });
-      expect(named(spans.getFinishedSpans(), 'reservation-engine createItem')[0]?.attributes['reservation_engine.retries']).toBeUndefined();
-      expect(points(await metrics(), 'reservation_engine.transaction.retries')).toEqual({});
-      return;
-    }
+describeEachServerDialect('OpenTelemetry retries', (t) => {
+  it('a conflict retried inside a call is counted and noted on its span; a repeat on a new connection too', async () => {
     const { spans, telemetry, metrics } = setUp();
-    const engine = new ReservationEngine({ db: t.connect(4), telemetry });
-    const item = await engine.createItem({ sku: unique(), name: 'contended', availableQuantity: 1 });
-    // Two transactions lock the item and a reservation in opposite orders: the database picks
-    // one of them as the deadlock victim; the engine's restock is the one that waits.
-    const holder = t.connect(1);
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let locked!: () => void;
-    const isLocked = new Promise<void>((resolve) => (locked = resolve));
-    const held = holder.transaction().execute(async (trx) => {
-      await trx.selectFrom('items').select('id').where('id', '=', item.id).forUpdate().execute();
-      locked();
-      await released;
-      // Waits for the engine's restock, which waits for this transaction: a deadlock.
-      await sql`select 1`.execute(trx);
-    });
-    await isLocked;
-    const restock = engine.restock({ itemId: item.id, quantity: 1, idempotencyKey: unique() });
-    // The restock has inserted its key and waits for the item's lock; the holder now wants the key row.
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const victim = holder.transaction().execute(async () => {});
-    void victim;
-    release();
-    await held;
-    await restock;
-    const span = named(spans.getFinishedSpans(), 'reservation-engine restock')[0]!;
-    expect(span.attributes['reservation_engine.outcome']).toBe('ok');
-    void span;
-    void metrics;
+    const url = new URL(t.url);
+    const proxy = await startErrorProxy(t.name === 'mysql' ? 'mysql' : 'postgres', { host: url.hostname, port: Number(url.port) });
+    const db = t.name === 'mysql' ? mysqlThrough(proxy.url(t.url)) : postgresThrough(proxy.url(t.url));
+    try {
+      const engine = new ReservationEngine({ db, telemetry });
+      const item = await engine.createItem({ sku: unique(), name: 'contended', availableQuantity: 1 });
+      proxy.failNext(/update .*items/i, t.name === 'mysql' ? { errno: 1213, sqlState: '40001', message: 'Deadlock found' } : { sqlState: '40P01', message: 'deadlock detected' });
+      await engine.restock({ itemId: item.id, quantity: 1 });
+      proxy.failNext(/update .*reservations/i, t.name === 'mysql' ? { errno: 1927, sqlState: '70100', message: 'Connection was killed' } : { sqlState: '57P01', message: 'terminating connection' });
+      const { reservation } = await engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique() });
+      await engine.confirm(reservation.id);
+      const finished = spans.getFinishedSpans();
+      expect(named(finished, 'reservation-engine restock')[0]?.attributes).toMatchObject({ 'reservation_engine.outcome': 'ok', 'reservation_engine.retries': 1 });
+      expect(named(finished, 'reservation-engine confirm')[0]?.attributes).toMatchObject({ 'reservation_engine.outcome': 'ok', 'reservation_engine.retries': 1 });
+      expect(named(finished, 'reservation-engine createItem')[0]?.attributes['reservation_engine.retries']).toBeUndefined();
+      expect(points(await metrics(), 'reservation_engine.transaction.retries')).toEqual({ conflict: 1, connection: 1 });
+    } finally {
+      await db.destroy();
+      await proxy.close();
+    }
   });
 });
+
+function mysqlThrough(url: string): Kysely<any> {
+  const pool = createMysqlPool({ uri: url, connectionLimit: 2, timezone: 'Z' });
+  pool.on('connection', (connection) => connection.on('error', () => {}));
+  return new Kysely({ dialect: new MysqlDialect({ pool }) });
+}
+
+function postgresThrough(url: string): Kysely<any> {
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return new Kysely({ dialect: new PostgresDialect({ pool }) });
+}
