@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type * as OtelApi from '@opentelemetry/api';
 import { ReservationError } from '../errors.js';
+import { describeError } from '../outbox/describe-error.js';
 
 /**
  * OpenTelemetry, built in and optional (issue 13). `@opentelemetry/api` is an optional peer
@@ -201,10 +202,7 @@ class OpenTelemetry implements Telemetry {
     } catch (error) {
       result = errorOutcome(error);
       // A client's mistake or a business answer (no stock) is not a failure of the call.
-      if (result === 'error' || result === 'transaction_conflict' || result === 'outcome_unknown') {
-        span.recordException(error as Error);
-        span.setStatus({ code: api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
-      }
+      if (result === 'error' || result === 'transaction_conflict' || result === 'outcome_unknown') failed(api, span, error);
       throw error;
     } finally {
       span.setAttribute('reservation_engine.outcome', result);
@@ -253,10 +251,7 @@ class OpenTelemetry implements Telemetry {
       failure = await api.context.with(api.trace.setSpan(api.context.active(), span), work);
       return failure;
     } finally {
-      if (failure !== undefined) {
-        span.recordException(failure instanceof Error ? failure : String(failure));
-        span.setStatus({ code: api.SpanStatusCode.ERROR, message: failure instanceof Error ? failure.message : String(failure) });
-      }
+      if (failure !== undefined) failed(api, span, failure);
       span.end();
       this.#metrics.handlerDuration.record((performance.now() - started) / 1000, { ...attributes, 'reservation_engine.result': failure === undefined ? 'ok' : 'error' });
     }
@@ -264,6 +259,18 @@ class OpenTelemetry implements Telemetry {
 
   outboxEvents(result: 'delivered' | 'failed' | 'dead_lettered', eventType: string, count = 1): void {
     if (count > 0) this.#metrics.outboxEvents.add(count, { 'reservation_engine.result': result, 'reservation_engine.event_type': eventType });
+  }
+}
+
+/** Marks the span failed with what was thrown: any value, a hostile one included (see describeError). */
+function failed(api: typeof OtelApi, span: OtelApi.Span, thrown: unknown): void {
+  const message = describeError(thrown);
+  span.setStatus({ code: api.SpanStatusCode.ERROR, message });
+  try {
+    span.recordException(thrown instanceof Error ? thrown : message);
+  } catch {
+    // An Error whose getters throw: the status says enough.
+    span.recordException(message);
   }
 }
 
