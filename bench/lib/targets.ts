@@ -62,6 +62,7 @@ export function evaluateTargets(results: ScenarioResult[], concurrencies: number
   for (const c of concurrencies) {
     out.push(ratioTarget(find, `telemetry, c=${c}: API without SDK ≥ 0.98× off`, 'telemetry', 'api', 'off', { concurrency: c }, 0.98));
     out.push(ratioTarget(find, `telemetry, c=${c}: SDK recording ≥ 0.90× off`, 'telemetry', 'sdk', 'off', { concurrency: c }, 0.9));
+    out.push(ratioTarget(find, `telemetry, c=${c}: SDK recording ≥ 0.90× its context manager alone`, 'telemetry', 'sdk', 'ctx', { concurrency: c }, 0.9));
   }
   // Scale: each operation on million-row tables against small ones, same run (configs as in bench/scenarios/scale.ts).
   for (const [op, config] of [

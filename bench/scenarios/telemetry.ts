@@ -55,14 +55,24 @@ const spec: ClosedLoopSpec<Fixture> = {
   id: 'telemetry',
   title: 'OpenTelemetry overhead',
   description: `engine.reserve on a random one of ${MANY_ITEMS.toLocaleString('en-US')} items, new key each time, with telemetry off, with the API and no SDK, and with an SDK recording.`,
-  baselines: ['off'],
+  baselines: ['off', 'ctx'],
   notes: [
     '`off` is `telemetry: false`, the same no-op path as when @opentelemetry/api is not installed; the library cannot be run without its instrumentation code in the same process, so "≤ 2% with the API absent" is measured as api-only ÷ off (the cost of the API calls that go nowhere), an upper bound on what the absent API costs.',
+    '`ctx` registers only the context manager every SDK installs (AsyncLocalStorage, which tracks every promise of the process): sdk ÷ ctx is what the engine\'s own recording costs a host that runs an SDK anyway.',
     '`sdk`: BasicTracerProvider with a BatchSpanProcessor (an exporter that drops the batches), a MeterProvider with a periodic reader (1 s, in-memory exporter), and AsyncLocalStorageContextManager registered globally while the variant runs.',
   ],
   variants: [
     reserveVariant('off', 'telemetry off', 'new ReservationEngine({ db, telemetry: false })', () => ({ setting: false, close: async () => {} })),
     reserveVariant('api', 'API, no SDK', 'new ReservationEngine({ db }) with no provider registered: every span and instrument is a no-op', () => ({ setting: true, close: async () => {} })),
+    reserveVariant('ctx', 'context manager only', 'telemetry: false, with AsyncLocalStorageContextManager registered globally: what an SDK costs a host before any library records anything', () => {
+      context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+      return {
+        setting: false,
+        async close() {
+          context.disable();
+        },
+      };
+    }),
     reserveVariant('sdk', 'SDK recording', 'new ReservationEngine({ db, telemetry: { tracerProvider, meterProvider } }), spans batched to an exporter, metrics read every second', () => {
       const manager: ContextManager = new AsyncLocalStorageContextManager().enable();
       context.setGlobalContextManager(manager);

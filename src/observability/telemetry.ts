@@ -116,6 +116,10 @@ export function recordRetry(reason: 'conflict' | 'connection'): void {
 }
 
 const cache = new WeakMap<object, Telemetry>();
+/** OpenTelemetry's no-op tracer provider and no-op meter class, found once. */
+let noopProviders: { readonly tracer: unknown; readonly meter: unknown } | undefined;
+/** Whether a meter provider hands out no-op meters (the global one before an SDK registers). */
+const noopMeters = new WeakMap<object, boolean>();
 let globalTelemetry: Telemetry | undefined;
 
 /** @internal The telemetry for a `telemetry` option (cached per options object). */
@@ -186,7 +190,27 @@ class OpenTelemetry implements Telemetry {
     return this.#instruments;
   }
 
+  /**
+   * Whether anything records: with the API installed and no SDK registered, the providers are
+   * OpenTelemetry's no-op ones, and a call skips its span and metrics altogether.
+   */
+  get #recording(): boolean {
+    const api = this.#api;
+    const tracerProvider = this.#options.tracerProvider ?? api.trace.getTracerProvider();
+    const meterProvider = this.#options.meterProvider ?? api.metrics.getMeterProvider();
+    const noop = (noopProviders ??= { tracer: new api.ProxyTracerProvider().getDelegate(), meter: api.createNoopMeter().constructor });
+    const tracer = tracerProvider instanceof api.ProxyTracerProvider ? tracerProvider.getDelegate() : tracerProvider;
+    if (tracer !== noop.tracer) return true;
+    let meterIsNoop = noopMeters.get(meterProvider);
+    if (meterIsNoop === undefined) {
+      meterIsNoop = (meterProvider as OtelApi.MeterProvider).getMeter(NAME, VERSION).constructor === noop.meter;
+      noopMeters.set(meterProvider, meterIsNoop);
+    }
+    return !meterIsNoop;
+  }
+
   async call<T>(operation: string, outcome: Outcome<T>, work: () => Promise<T>): Promise<T> {
+    if (!this.#recording) return work();
     const api = this.#api;
     const started = performance.now();
     const span = this.#currentTracer.startSpan(`${NAME} ${operation}`, {
@@ -235,6 +259,7 @@ class OpenTelemetry implements Telemetry {
   }
 
   async deliver(event: DeliveredEvent, work: () => Promise<unknown>): Promise<unknown> {
+    if (!this.#recording) return work();
     const api = this.#api;
     const writer = parseTraceparent(event.traceparent);
     const attributes = { 'reservation_engine.event_type': event.type };
