@@ -128,6 +128,10 @@ describeEachDialect('OpenTelemetry', (t) => {
       expect(delivery.links.map((link: Link) => link.context.spanId)).toEqual([row.trace_context!.split('-')[2]]);
     }
     expect(deliveries.filter((span) => span.status.code === 2)).toHaveLength(1);
+    // Batch spans carry their counts.
+    expect(named(finished, 'reservation-engine expireBatch')[0]?.attributes).toMatchObject({ 'reservation_engine.batch.expired': 1, 'reservation_engine.batch.failed': 0 });
+    expect(named(spans.getFinishedSpans(), 'reservation-engine runOutboxBatch').map((span) => span.attributes['reservation_engine.batch.processed'])).toEqual([5, 1]);
+    expect(named(spans.getFinishedSpans(), 'reservation-engine runOutboxBatch')[0]?.attributes['reservation_engine.batch.failed']).toBe(1);
 
     const m = await metrics();
     expect(points(m, 'reservation_engine.reservations')).toEqual({ created: 3, replayed: 1, idempotency_conflict: 1, insufficient_stock: 1, item_not_found: 1 });

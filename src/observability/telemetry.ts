@@ -222,6 +222,10 @@ class OpenTelemetry implements Telemetry {
     try {
       const value = await api.context.with(context, work);
       result = outcome(value);
+      // A batch's counts (expired, processed, failed, …) answer "how much did it do".
+      if (operation.endsWith('Batch') && typeof value === 'object' && value !== null) {
+        for (const [name, count] of Object.entries(value)) if (typeof count === 'number') span.setAttribute(`reservation_engine.batch.${name}`, count);
+      }
       return value;
     } catch (error) {
       result = errorOutcome(error);
