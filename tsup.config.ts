@@ -9,6 +9,8 @@ export default defineConfig([
     entry: ['src/index.ts'],
     format: ['esm', 'cjs'],
     dts: true,
+    // import.meta.url in the CommonJS build (the optional OpenTelemetry API is loaded with createRequire).
+    shims: true,
     sourcemap: true,
     clean: false,
     target: 'node20',

@@ -16,7 +16,7 @@
  * - No outcome depends on how busy the machine is: tests poll for what they wait for, and check
  *   what the code asked for (the pauses it took, its lease clock), not how much fits in a second.
  */
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 import LongestFirst from './test/support/sequencer.js';
 
 export default defineConfig({
@@ -24,6 +24,8 @@ export default defineConfig({
   resolve: { tsconfigPaths: true },
   test: {
     include: ['test/**/*.test.ts'],
+    // The fault-injection suite has its own command and config (vitest.faults.config.ts).
+    exclude: [...configDefaults.exclude, 'test/faults/**'],
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,

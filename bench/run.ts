@@ -24,8 +24,9 @@ import { outbox } from './scenarios/outbox.js';
 import { replay } from './scenarios/replay.js';
 import { scale } from './scenarios/scale.js';
 import { soldOut } from './scenarios/sold-out.js';
+import { telemetry } from './scenarios/telemetry.js';
 
-const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog, scale, embeddedMemory];
+const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog, scale, embeddedMemory, telemetry];
 const DIALECTS: DialectName[] = ['mysql', 'postgres', 'pglite'];
 
 const USAGE = `Usage: npm run bench -- [options]

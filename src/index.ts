@@ -72,3 +72,7 @@ export { PGliteDialect } from './embedded/pglite-dialect.js';
 export type { PGliteLike } from './embedded/pglite-dialect.js';
 export { toProblem, PROBLEM_CONTENT_TYPE } from './http/problem.js';
 export type { ProblemDocument } from './http/problem.js';
+export { observeBacklog } from './observability/backlog-metrics.js';
+export type { ObserveBacklogOptions } from './observability/backlog-metrics.js';
+export type { Logger } from './observability/logger.js';
+export type { TelemetryOptions, TelemetrySetting } from './observability/telemetry.js';

@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely';
 import type { SqlDialect } from './dialects/index.js';
 import { CommitFailedError, isDeadConnection } from './dialects/dialect.js';
 import { TransactionConflictError } from './errors.js';
+import { recordRetry } from './observability/telemetry.js';
 import type { Database } from './types.js';
 
 /** How often a transaction that hit a deadlock or lock-wait timeout runs in all. */
@@ -50,7 +51,8 @@ export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect
  * dirty reads allowed; else the session is ended, MySQL `KILL`, PostgreSQL
  * `pg_terminate_backend`, which rolls it back on the server); if even that fails, the connection
  * stays out of the pool, its ROLLBACK tried again in the background until it succeeds or the
- * connection dies. Either way `work`'s error reaches the caller at once.
+ * connection dies. `work`'s error reaches the caller after the ROLLBACK, or at once when the
+ * ROLLBACK failed.
  */
 export function onConnection<T>(db: Kysely<Database>, dialect: SqlDialect, work: (connection: Kysely<Database>) => Promise<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -60,10 +62,13 @@ export function onConnection<T>(db: Kysely<Database>, dialect: SqlDialect, work:
           resolve(await work(connection));
           return;
         } catch (error) {
+          // The caller hears of the failure once its locks are gone: a refused confirm must not
+          // still hold the reservation's row lock when the caller's next call looks for it.
+          const clean = await rollBack(connection);
           reject(error);
+          if (clean) return;
         }
-        // The caller has its answer; the connection goes back only once no transaction is open on it.
-        if (await rollBack(connection)) return;
+        // The connection goes back only once no transaction is open on it.
         if (await dialect.endTransaction(connection)) return;
         await quarantine(connection);
       })
@@ -110,6 +115,7 @@ export async function withRetries<T>(dialect: SqlDialect, attempt: () => Promise
     } catch (error) {
       if (!dialect.isRetryable(error)) throw error;
       if (n >= MAX_TRANSACTION_ATTEMPTS) throw new TransactionConflictError(n, error);
+      recordRetry('conflict');
       // 2–10 ms, then doubling: enough for the competing transaction to commit.
       await sleep((2 + Math.random() * 8) * 2 ** (n - 1));
     }

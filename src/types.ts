@@ -58,6 +58,12 @@ export interface OutboxEvent {
   /** The number of this delivery attempt: 1 the first time. */
   readonly attempts: number;
   readonly createdAt: Date;
+  /**
+   * The W3C `traceparent` of the span whose transaction wrote the event (the `reserve`, `confirm`,
+   * `cancel` or expiry call), when OpenTelemetry recorded one: forward it (a message header) so
+   * that the trace runs on to the consumer. The delivery span links to it already.
+   */
+  readonly traceparent?: string;
 }
 
 /**
@@ -132,4 +138,6 @@ export interface OutboxTable {
   last_error: string | null;
   processed_at: Date | null;
   dead_lettered_at: Date | null;
+  /** The W3C traceparent of the span whose transaction wrote the event; NULL without one (migration 0005). */
+  trace_context: string | null;
 }

@@ -126,6 +126,15 @@ export const dbOptionsShape = {
   dialect: databaseKindSchema.optional(),
 };
 
+/** `telemetry`: a boolean, or an object with a tracer and/or meter provider. */
+export const telemetrySchema = z.union([
+  z.boolean(),
+  z.strictObject({
+    tracerProvider: z.custom<{ getTracer(name: string, version?: string): unknown }>((v) => typeof (v as { getTracer?: unknown } | null)?.getTracer === 'function', { error: 'must be a TracerProvider' }).optional(),
+    meterProvider: z.custom<{ getMeter(name: string, version?: string): unknown }>((v) => typeof (v as { getMeter?: unknown } | null)?.getMeter === 'function', { error: 'must be a MeterProvider' }).optional(),
+  }),
+], { error: 'must be true, false or { tracerProvider?, meterProvider? }' });
+
 export const functionSchema = <F>(what = 'a function') => z.custom<F>((v) => typeof v === 'function', { error: `must be ${what}` });
 
 export const batchLimitSchema = (defaultLimit: number) => positiveInt(MAX_BATCH_LIMIT).default(defaultLimit);

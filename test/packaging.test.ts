@@ -58,6 +58,7 @@ it('exports exactly the documented public surface: nothing internal', async () =
       'getBacklog',
       'listDeadLetters',
       'migrateToLatest',
+      'observeBacklog',
       'purgeBatch',
       'retryDeadLetters',
       'reservationEngineMigrationProvider',

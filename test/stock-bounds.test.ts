@@ -153,7 +153,7 @@ describeEachDialect(
     it('the reserve routine is created strict even from a lax session', async () => {
       const lax = t.connect(1, { sqlMode: '' });
       await mysqlDialect.dropRoutines(lax, schemaNames());
-      await mysqlDialect.createRoutines(lax, schemaNames());
+      await mysqlDialect.createRoutines(lax, schemaNames(), { traceContext: true });
       const { rows } = await sql<{ mode: string }>`select sql_mode as mode from information_schema.routines where routine_schema = database() and routine_name = 'reservation_engine_reserve_or_replay'`.execute(t.db);
       expect(rows[0]?.mode).toMatch(/STRICT_ALL_TABLES/);
       // The session's own mode is left as it was.

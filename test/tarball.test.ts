@@ -104,7 +104,7 @@ describeEachDialectConcurrently('the reservation-engine command from the install
     // The servers' test databases are migrated already; the PGlite directory is new.
     const migrate = await cli(['migrate'], { DATABASE_URL: url });
     expect(migrate).toMatchObject({ code: 0, stderr: '' });
-    expect(migrate.stdout).toMatch(t.name === 'pglite' ? /^migrate: 4 migrations applied \(reservation_engine_0001_initial, / : /^migrate: 0 migrations applied, already up to date/);
+    expect(migrate.stdout).toMatch(t.name === 'pglite' ? /^migrate: 5 migrations applied \(reservation_engine_0001_initial, / : /^migrate: 0 migrations applied, already up to date/);
 
     // Three reservations made an hour ago with the default 15-minute hold: all past it.
     await withDatabase(async (engine) => {

@@ -153,4 +153,21 @@ describeEachServerDialect('a connection whose ROLLBACK failed is never reused', 
     expect(proxy.injected.map((statement) => statement.split(' ')[0]?.toLowerCase())).toEqual(t.name === 'mysql' ? ['commit', 'rollback', 'rollback', 'kill'] : ['commit', 'rollback', 'select']);
     expect(await engine.getItem(item.id)).toMatchObject({ availableQuantity: 11 });
   });
+
+  it('a refused confirm has released its row locks when the caller hears of it (found by the model-based test)', async () => {
+    let now = new Date('2026-05-01T10:00:00.000Z');
+    const engine = new ReservationEngine({ db: t.db, clock: () => now });
+    const skipped: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      now = new Date('2026-05-01T10:00:00.000Z');
+      const item = await engine.createItem({ sku: unique(), name: 'lapsed', availableQuantity: 1 });
+      const { reservation } = await engine.reserve({ itemId: item.id, quantity: 1, idempotencyKey: unique(), ttlSeconds: 1 });
+      now = new Date(reservation.expiresAt.getTime() + 1000);
+      await expect(engine.confirm(reservation.id)).rejects.toMatchObject({ code: 'RESERVATION_EXPIRED' });
+      // The confirm locked the reservation (SELECT … FOR UPDATE) before refusing: a sweep that
+      // ran while that lock was held would skip the row (SKIP LOCKED).
+      if ((await expireBatch({ db: t.db, now })).expired !== 1) skipped.push(i);
+    }
+    expect(skipped).toEqual([]);
+  });
 });

@@ -125,7 +125,13 @@ describeEachDialect('startWorker', (t) => {
     await expect.poll(() => worker.summary().outbox.processed, { timeout: 15_000 }).toBe(2); // created + expired
     expect(worker.summary().outbox.failed).toBe(4);
     expect(attempts.filter((attempt) => attempt < 3)).toHaveLength(4);
-    expect(logged(logger, 'warn', 'outbox: 1 event failed, will be retried').length).toBeGreaterThanOrEqual(1);
+    // One line per failed delivery, with the event's id, type and attempt.
+    const warnings = logged(logger, 'warn', 'outbox: event ');
+    expect(warnings).toHaveLength(4);
+    for (const [message, details] of warnings) {
+      expect(message).toMatch(/^outbox: event \S+ \(reservation\.(created|expired)\) failed \(attempt [12]\), retried at \S+: Error: broker down$/);
+      expect(details).toMatchObject({ eventId: expect.any(String), type: expect.stringMatching(/^reservation\./), attempt: expect.any(Number) });
+    }
     expect(logger.error).not.toHaveBeenCalled();
   });
 

@@ -95,8 +95,8 @@ export function statements(bench: BenchDatabase) {
     findByKey: t`select r.*, i.payload_hash from idempotency_requests as i inner join reservations as r on r.id = i.reservation_id where i.idempotency_scope = ${'scope'} and i.idempotency_key = ${'key'}`,
     reserve:
       d === 'mysql'
-        ? t`call reservation_engine_reserve_or_replay(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'})`
-        : t`select * from reservation_engine_reserve_or_replay(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'})`,
+        ? t`call reservation_engine_reserve_or_replay(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'}, null)`
+        : t`select * from reservation_engine_reserve_or_replay(${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'itemId'}, ${'quantity'}, ${'expiresAt'}, ${'now'}, ${'payload'}, null)`,
     /** A sold-out check as a hand-written app would do it: the cheapest possible answer. */
     readStock: t`select available_quantity from items where id = ${'itemId'}`,
     insertIdempotency: t`insert into idempotency_requests (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at) values (${'scope'}, ${'key'}, ${'hash'}, ${'id'}, ${'now'})`,

@@ -58,6 +58,12 @@ export function evaluateTargets(results: ScenarioResult[], concurrencies: number
     rateTarget(find, 'expiry, 1 caller, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 1, batch: 1000 }, 10_000, 'reservations/s'),
     rateTarget(find, 'expiry, 4 callers, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 4, batch: 1000 }, 10_000, 'reservations/s'),
   );
+  // Issue 13: OpenTelemetry's cost on the reserve path.
+  for (const c of concurrencies) {
+    out.push(ratioTarget(find, `telemetry, c=${c}: API without SDK ≥ 0.98× off`, 'telemetry', 'api', 'off', { concurrency: c }, 0.98));
+    out.push(ratioTarget(find, `telemetry, c=${c}: SDK recording ≥ 0.90× off`, 'telemetry', 'sdk', 'off', { concurrency: c }, 0.9));
+    out.push(ratioTarget(find, `telemetry, c=${c}: SDK recording ≥ 0.90× its context manager alone`, 'telemetry', 'sdk', 'ctx', { concurrency: c }, 0.9));
+  }
   // Scale: each operation on million-row tables against small ones, same run (configs as in bench/scenarios/scale.ts).
   for (const [op, config] of [
     ['reserve', { 'reserve c': 8 }],

@@ -11,10 +11,12 @@
  *   POST /reservations/:reservationId/confirm                                → 200 reservation
  *   POST /reservations/:reservationId/cancel                                 → 200 reservation
  *   GET  /health                                                             → 200 {status: "ok"} or 503
+ *   GET  /metrics                                                            → Prometheus text (when the OpenTelemetry packages are installed)
  *
  * Every error is an RFC 9457 `application/problem+json` document made by the library's
  * `toProblem`: a client's mistake is a 4xx, never a 500; a 500 reveals nothing internal.
  */
+import type http from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { type Kysely, sql } from 'kysely';
 import {
@@ -52,6 +54,11 @@ export interface AppOptions {
    * @defaultValue console
    */
   readonly logger?: Pick<Console, 'error'>;
+  /**
+   * Answers `GET /metrics` (Prometheus text, see ../observability/metrics.ts).
+   * @defaultValue none: no /metrics route
+   */
+  readonly metrics?: (req: http.IncomingMessage, res: http.ServerResponse) => void;
 }
 
 /** An item on the wire. */
@@ -87,9 +94,10 @@ export interface ReservationJson {
  * ```
  */
 export function createApp(options: AppOptions): express.Application {
-  const { engine, db, bodyLimit = '16kb', healthTimeoutMs = 2000, logger = console } = options;
+  const { engine, db, bodyLimit = '16kb', healthTimeoutMs = 2000, logger = console, metrics } = options;
   const app = express();
   app.disable('x-powered-by');
+  if (metrics) app.get('/metrics', (req, res) => metrics(req, res));
   // Stock and reservation states change under the client's feet: nothing here may be cached.
   app.disable('etag');
   app.use((_req, res, next) => {

@@ -26,6 +26,7 @@ import type { Kysely } from 'kysely';
 import { type OutboxEvent, ReservationEngine, type RunningWorker, type StartWorkerOptions, startWorker } from 'reservation-engine';
 import { connectDatabase, describeDatabase } from '../database.js';
 import { createApp } from './app.js';
+import { createMetrics, type Metrics } from '../observability/metrics.js';
 
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** A second signal sooner than this after the first is the same one, delivered twice. */
@@ -67,6 +68,12 @@ export interface StartServerOptions {
   readonly bodyLimit?: string | number;
   /** @defaultValue console */
   readonly logger?: Pick<Console, 'info' | 'error'>;
+  /**
+   * Serve `GET /metrics` (Prometheus text) from the library's OpenTelemetry metrics, when the
+   * OpenTelemetry packages are installed (see ../observability/metrics.ts).
+   * @defaultValue true
+   */
+  readonly metrics?: boolean;
 }
 
 /** A server started by {@link startServer}. */
@@ -100,6 +107,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   let closing = false;
   const inFlight = new Set<http.ServerResponse>();
   let worker: RunningWorker;
+  let metrics: Metrics | undefined;
   try {
     // Registered before the app, so it sees every response before anything is sent.
     server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -107,7 +115,9 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
       inFlight.add(res);
       res.once('close', () => inFlight.delete(res));
     });
-    server.on('request', createApp({ engine: new ReservationEngine({ db }), db, bodyLimit: options.bodyLimit, logger }));
+    metrics = options.metrics === false ? undefined : await createMetrics(db);
+    const telemetry = metrics?.telemetry;
+    server.on('request', createApp({ engine: new ReservationEngine({ db, telemetry }), db, bodyLimit: options.bodyLimit, logger, metrics: metrics?.handler }));
     await listen(server, port, host);
     worker = startWorker({
       // Retention every minute with the library's periods: on the embedded database this also
@@ -116,6 +126,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
       ...options.worker,
       db,
       handler,
+      telemetry,
       // Outages (once each), retried and dead-lettered events to the server's log; no line per batch.
       logger: {
         info: (message) => logger.info(message),
@@ -125,6 +136,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     });
   } catch (error) {
     if (server.listening) await new Promise((resolve) => server.close(resolve));
+    await metrics?.shutdown();
     if (ownsDb) await db.destroy();
     throw error;
   }
@@ -139,6 +151,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
       // Keep-alive connections with no request running would otherwise hold close() for their timeout.
       server.closeIdleConnections();
       const results = await Promise.allSettled([serverClosed, worker.stop()]);
+      await metrics?.shutdown();
       if (ownsDb) await db.destroy();
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failure) throw failure.reason;

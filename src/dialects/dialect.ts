@@ -14,6 +14,8 @@ export interface NewReservation {
   readonly now: Date;
   /** The `reservation.created` event payload, serialized for the JSON column. */
   readonly eventPayload: unknown;
+  /** The W3C traceparent stored with the event (null without a span). */
+  readonly traceContext: string | null;
 }
 
 /**
@@ -27,6 +29,11 @@ export type ReserveOutcome =
   | { readonly kind: 'replay'; readonly payloadHash: string; readonly reservation: Selectable<ReservationsTable> }
   | { readonly kind: 'missing' }
   | { readonly kind: 'insufficient'; readonly available: number };
+
+/** @internal Which version of the reserve routine to create: migration 0004's, or 0005's with the trace context. */
+export interface RoutineVersion {
+  readonly traceContext: boolean;
+}
 
 /** A column type as Kysely's schema builder takes it. */
 export type ColumnType = ColumnDataType | Expression<unknown>;
@@ -88,8 +95,11 @@ export interface SqlDialect {
    */
   reserve(db: Kysely<Database>, names: SchemaNames, reservation: NewReservation): Promise<ReserveOutcome>;
 
-  /** Creates the server-side routine {@link reserve} calls (migration 0004). */
-  createRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
+  /**
+   * Creates the server-side routine {@link reserve} calls: as migration 0004 made it, or with the
+   * trace context it stores with the event (`traceContext`, migration 0005 on).
+   */
+  createRoutines(db: Kysely<any>, names: SchemaNames, version: RoutineVersion): Promise<void>;
   dropRoutines(db: Kysely<any>, names: SchemaNames): Promise<void>;
   /**
    * The routines migration 0002 created (MySQL: the first reserve procedure), unchanged, for

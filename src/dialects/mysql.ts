@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import { onConnection } from '../transaction.js';
-import { CommitFailedError, endOwnSession, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { CommitFailedError, endOwnSession, type ReserveRow, type RoutineVersion, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -69,7 +69,7 @@ const REPLAY_COLUMNS = 'r.id, r.item_id, r.quantity, r.status, r.idempotency_sco
  * a client round trip in between. Any error (duplicate key, deadlock) rolls back and reaches the
  * client unchanged.
  */
-function reserveProcedure(names: SchemaNames): string {
+function reserveProcedure(names: SchemaNames, { traceContext }: RoutineVersion): string {
   const id = (name: string) => `\`${name}\``;
   const table = (name: LogicalTable) => id(names.table(name));
   return `
@@ -82,7 +82,7 @@ create procedure ${id(names.object(RESERVE_ROUTINE))}(
   in p_quantity int,
   in p_expires_at datetime(3),
   in p_now datetime(3),
-  in p_payload text character set utf8mb4
+  in p_payload text character set utf8mb4${traceContext ? ',\n  in p_trace varchar(55) character set ascii' : ''}
 )
 modifies sql data
 reserve_or_replay: begin
@@ -122,8 +122,8 @@ reserve_or_replay: begin
     values (p_scope, p_key, p_hash, p_id, p_now);
   insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
     values (p_id, p_item_id, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
-  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts)
-    values ('reservation.created', p_payload, p_now, p_now, 0);
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts${traceContext ? ', trace_context' : ''})
+    values ('reservation.created', p_payload, p_now, p_now, 0${traceContext ? ', p_trace' : ''});
   update ${table('items')} set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
     where id = p_item_id and available_quantity >= p_quantity;
   if row_count() = 1 then
@@ -273,7 +273,7 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   },
 
   async reserve(db, names, r) {
-    const query = CompiledQuery.raw(`call \`${names.object(RESERVE_ROUTINE)}\`(?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+    const query = CompiledQuery.raw(`call \`${names.object(RESERVE_ROUTINE)}\`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
       r.idempotencyScope,
       r.idempotencyKey,
       r.payloadHash,
@@ -283,6 +283,7 @@ export const mysqlDialect: SqlDialect = Object.freeze({
       r.expiresAt,
       r.now,
       r.eventPayload,
+      r.traceContext,
     ]);
     // mysql2 answers a CALL with [result set, OK packet]. On its own connection: when the CALL
     // fails, a transaction it began may still be open (its ROLLBACK refused), and must never be
@@ -293,7 +294,7 @@ export const mysqlDialect: SqlDialect = Object.freeze({
     return reserveOutcome(row);
   },
 
-  createRoutines: (db, names) => createProcedure(db, reserveProcedure(names)),
+  createRoutines: (db, names, version) => createProcedure(db, reserveProcedure(names, version)),
   dropRoutines: (db, names) => dropProcedure(db, names.object(RESERVE_ROUTINE)),
   createLegacyRoutines: (db, names) => createProcedure(db, legacyReserveProcedure(names)),
   dropLegacyRoutines: (db, names) => dropProcedure(db, names.object(LEGACY_RESERVE_ROUTINE)),

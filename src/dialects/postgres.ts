@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import type { Database } from '../types.js';
 import { inTransaction } from '../transaction.js';
-import { CommitFailedError, endOwnSession, type NewReservation, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { CommitFailedError, endOwnSession, type NewReservation, type RoutineVersion, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
 
 /** Whether `db` runs on PGlite (by its adapter's class name, as `dialectOf` tells databases apart). */
 function isEmbedded(db: Kysely<any>): boolean {
@@ -68,13 +68,13 @@ const LOST_RACE = 'RE001';
  * answers 'not read committed' and the client runs it again in a READ COMMITTED transaction), so
  * a host's default isolation never turns contention into serialization failures.
  */
-function reserveFunction(names: SchemaNames): string {
+function reserveFunction(names: SchemaNames, { traceContext }: RoutineVersion): string {
   const id = (name: string) => `"${name}"`;
   const table = (name: LogicalTable) => id(names.table(name));
   return `
 create function ${id(names.object(RESERVE_ROUTINE))}(
   p_scope varchar, p_key varchar, p_hash varchar, p_id uuid, p_item_id int, p_quantity int,
-  p_expires_at timestamptz, p_now timestamptz, p_payload jsonb)
+  p_expires_at timestamptz, p_now timestamptz, p_payload jsonb${traceContext ? ', p_trace varchar' : ''})
 returns table (outcome text, available int, payload_hash char(64), id uuid, item_id int, quantity int, status varchar,
   idempotency_scope varchar, idempotency_key varchar, expires_at timestamptz, created_at timestamptz, updated_at timestamptz)
 language plpgsql volatile
@@ -106,8 +106,8 @@ begin
     values (p_scope, p_key, p_hash, p_id, p_now);
   insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
     values (p_id, p_item_id, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
-  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts)
-    values ('reservation.created', p_payload, p_now, p_now, 0);
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts${traceContext ? ', trace_context' : ''})
+    values ('reservation.created', p_payload, p_now, p_now, 0${traceContext ? ', p_trace' : ''});
   update ${table('items')} set available_quantity = available_quantity - p_quantity, held_quantity = held_quantity + p_quantity, updated_at = p_now
     where id = p_item_id and available_quantity >= p_quantity;
   if not found then
@@ -120,7 +120,7 @@ $fn$`;
 }
 
 async function callReserve(db: Kysely<Database>, names: SchemaNames, r: NewReservation): Promise<ReserveOutcome | 'not read committed'> {
-  const query = CompiledQuery.raw(`select * from "${names.object(RESERVE_ROUTINE)}"($1, $2, $3, $4, $5, $6, $7, $8, $9)`, [
+  const query = CompiledQuery.raw(`select * from "${names.object(RESERVE_ROUTINE)}"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [
     r.idempotencyScope,
     r.idempotencyKey,
     r.payloadHash,
@@ -130,6 +130,7 @@ async function callReserve(db: Kysely<Database>, names: SchemaNames, r: NewReser
     r.expiresAt,
     r.now,
     r.eventPayload,
+    r.traceContext,
   ]);
   const row = (await db.executeQuery<ReserveRow | { outcome: 'not read committed' }>(query)).rows[0];
   if (!row) throw new Error(`${names.object(RESERVE_ROUTINE)} returned no row`);
@@ -171,8 +172,8 @@ export const postgresDialect: SqlDialect = Object.freeze({
     }
   },
 
-  async createRoutines(db, names) {
-    await sql.raw(reserveFunction(names)).execute(db);
+  async createRoutines(db, names, version) {
+    await sql.raw(reserveFunction(names, version)).execute(db);
   },
 
   async dropRoutines(db, names) {

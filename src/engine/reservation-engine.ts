@@ -21,6 +21,7 @@ import { engineDb, type SchemaNames, schemaNames } from '../schema/tables.js';
 import { sleep, withRetries } from '../transaction.js';
 import type { Database, Item, OutboxEventType, Reservation, ReservationStatus, ReservationsTable } from '../types.js';
 import { uuidv7 } from '../uuid.js';
+import { dbSystemName, recordRetry, type Telemetry, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
 import { transact, underSavepoint, type WriteOptions, type WriteTarget, writeTarget } from './host-transaction.js';
 import { reserveInHostTransaction } from './reserve-in-transaction.js';
 import { ShortStockNotes, type StockAndKeyRow, stockAndKeyQuery } from './short-stock.js';
@@ -38,6 +39,7 @@ import {
   reservationIdOf,
   reserveSchema,
   restockSchema,
+  telemetrySchema,
   ttlSecondsSchema,
 } from '../validation.js';
 
@@ -72,6 +74,14 @@ export interface ReservationEngineOptions {
    * @defaultValue detected from the Kysely adapter
    */
   readonly dialect?: DatabaseKind;
+  /**
+   * OpenTelemetry: a span per call (`reservation-engine reserve`, …) and the engine's metrics, sent
+   * to the providers registered with `@opentelemetry/api` (an optional peer dependency: without it
+   * nothing is recorded and nothing is loaded), or to the ones given here; `false` turns it off.
+   * See the README's Observability section for the names.
+   * @defaultValue true
+   */
+  readonly telemetry?: TelemetrySetting;
 }
 
 /** What {@link ReservationEngine.createItem} takes. */
@@ -167,6 +177,7 @@ export interface ReservationPage {
 
 const optionsSchema = z.strictObject({
   ...dbOptionsShape,
+  telemetry: telemetrySchema.optional(),
   defaultTtlSeconds: ttlSecondsSchema.optional(),
   clock: functionSchema<() => Date>('a function returning a Date').optional(),
 });
@@ -184,6 +195,10 @@ interface TransitionStep {
   /** The error for a reservation in another state. */
   readonly refused: (reservation: Reservation, action: 'confirm' | 'cancel') => Error;
 }
+
+/** The outcome attribute of a call that returned. */
+const OK = () => 'ok';
+const RESERVE_OUTCOME = (result: ReserveResult) => (result.replayed ? 'replayed' : 'created');
 
 /** Replays can lose a race with a transaction that rolls back; this many rounds settle it. */
 const MAX_RESERVE_ROUNDS = 5;
@@ -212,6 +227,7 @@ export class ReservationEngine {
   readonly #defaultTtlSeconds: number;
   readonly #clock: () => Date;
   readonly #shortStock = new ShortStockNotes();
+  readonly #telemetry: Telemetry;
   #stockAndKey: CompiledQuery<StockAndKeyRow> | undefined;
 
   constructor(options: ReservationEngineOptions) {
@@ -222,6 +238,7 @@ export class ReservationEngine {
     this.#dialect = dialectOf(parsed.db, parsed.dialect);
     this.#defaultTtlSeconds = parsed.defaultTtlSeconds ?? 900;
     this.#clock = parsed.clock ?? (() => new Date());
+    this.#telemetry = telemetryFor(parsed.telemetry, dbSystemName(this.#dialect));
   }
 
   /**
@@ -231,24 +248,28 @@ export class ReservationEngine {
    * @throws {DuplicateSkuError} an item with this SKU exists (also the answer to a retry of a create that committed)
    */
   async createItem(input: CreateItemInput): Promise<Item> {
-    const { sku, name, availableQuantity } = parse(createItemSchema, input);
-    const now = this.#now();
-    return this.#unknownOutcome('createItem', `Look for an item with SKU ${JSON.stringify(sku)} before creating it again.`, { retry: false }, async () => {
-      try {
-        return toItem(await this.#dialect.insertItem(this.#db, { sku, name, available_quantity: availableQuantity, created_at: now, updated_at: now }));
-      } catch (error) {
-        if (this.#dialect.isDuplicateKey(error)) throw new DuplicateSkuError(sku);
-        throw error;
-      }
+    return this.#telemetry.call('createItem', OK, async () => {
+      const { sku, name, availableQuantity } = parse(createItemSchema, input);
+      const now = this.#now();
+      return this.#unknownOutcome('createItem', `Look for an item with SKU ${JSON.stringify(sku)} before creating it again.`, { retry: false }, async () => {
+        try {
+          return toItem(await this.#dialect.insertItem(this.#db, { sku, name, available_quantity: availableQuantity, created_at: now, updated_at: now }));
+        } catch (error) {
+          if (this.#dialect.isDuplicateKey(error)) throw new DuplicateSkuError(sku);
+          throw error;
+        }
+      });
     });
   }
 
   /** The item, or `undefined` when no item has this id. An id that is not a positive integer is a {@link ValidationError}. */
   async getItem(itemId: number): Promise<Item | undefined> {
-    const id = parse(itemIdSchema, itemId, 'itemId');
-    return this.#unknownOutcome('getItem', NOTHING_WRITTEN, { retry: true }, async () => {
-      const row = await this.#db.selectFrom('items').selectAll().where('id', '=', id).executeTakeFirst();
-      return row && toItem(row);
+    return this.#telemetry.call('getItem', OK, async () => {
+      const id = parse(itemIdSchema, itemId, 'itemId');
+      return this.#unknownOutcome('getItem', NOTHING_WRITTEN, { retry: true }, async () => {
+        const row = await this.#db.selectFrom('items').selectAll().where('id', '=', id).executeTakeFirst();
+        return row && toItem(row);
+      });
     });
   }
 
@@ -261,33 +282,35 @@ export class ReservationEngine {
    * @throws {IdempotencyConflictError} the key was used with another item or quantity
    */
   async restock(input: RestockInput, options?: WriteOptions): Promise<Item> {
-    const { itemId, quantity, idempotencyKey, idempotencyScope = '' } = parse(restockSchema, input);
-    const target = writeTarget(this.#db, this.#names, options);
-    const key = idempotencyKey === undefined ? undefined : { scope: idempotencyScope, key: idempotencyKey, hash: payloadHash({ itemId, quantity }) };
-    const advice = key === undefined ? "Check the item's stock before restocking again, or pass an idempotencyKey." : RETRY_WITH_KEY;
-    return this.#unknownOutcome('restock', advice, { retry: key !== undefined && !target.hosted }, async () => {
-      for (let round = 1; ; round++) {
-        try {
-          const item = await this.#addStock(target, itemId, quantity, key);
-          this.#shortStock.forget(itemId);
-          return item;
-        } catch (error) {
-          if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
-          // The key is taken (maybe by a concurrent retry that committed first): replay or refuse.
-          // In a host's transaction a locking read sees the latest committed row, not its snapshot.
-          let lookup = target.db
-            .selectFrom('restock_requests')
-            .select('payload_hash')
-            .where('idempotency_scope', '=', key.scope)
-            .where('idempotency_key', '=', key.key);
-          if (target.hosted) lookup = lookup.forUpdate();
-          const earlier = await lookup.executeTakeFirst();
-          if (earlier && earlier.payload_hash !== key.hash) throw new IdempotencyConflictError(key.key);
-          if (earlier) return this.#requireItem(target.db, itemId);
-          // Invisible to the host's snapshot (REPEATABLE READ): only a new transaction can see it.
-          if (target.hosted || round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
+    return this.#telemetry.call('restock', OK, async () => {
+      const { itemId, quantity, idempotencyKey, idempotencyScope = '' } = parse(restockSchema, input);
+      const target = writeTarget(this.#db, this.#names, options);
+      const key = idempotencyKey === undefined ? undefined : { scope: idempotencyScope, key: idempotencyKey, hash: payloadHash({ itemId, quantity }) };
+      const advice = key === undefined ? "Check the item's stock before restocking again, or pass an idempotencyKey." : RETRY_WITH_KEY;
+      return this.#unknownOutcome('restock', advice, { retry: key !== undefined && !target.hosted }, async () => {
+        for (let round = 1; ; round++) {
+          try {
+            const item = await this.#addStock(target, itemId, quantity, key);
+            this.#shortStock.forget(itemId);
+            return item;
+          } catch (error) {
+            if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
+            // The key is taken (maybe by a concurrent retry that committed first): replay or refuse.
+            // In a host's transaction a locking read sees the latest committed row, not its snapshot.
+            let lookup = target.db
+              .selectFrom('restock_requests')
+              .select('payload_hash')
+              .where('idempotency_scope', '=', key.scope)
+              .where('idempotency_key', '=', key.key);
+            if (target.hosted) lookup = lookup.forUpdate();
+            const earlier = await lookup.executeTakeFirst();
+            if (earlier && earlier.payload_hash !== key.hash) throw new IdempotencyConflictError(key.key);
+            if (earlier) return this.#requireItem(target.db, itemId);
+            // Invisible to the host's snapshot (REPEATABLE READ): only a new transaction can see it.
+            if (target.hosted || round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
+          }
         }
-      }
+      });
     });
   }
 
@@ -354,56 +377,58 @@ export class ReservationEngine {
    * ```
    */
   async reserve(input: ReserveInput, options?: WriteOptions): Promise<ReserveResult> {
-    const request = parse(reserveSchema, input);
-    const target = writeTarget(this.#db, this.#names, options);
-    // The hash covers what the client sent, not this engine's defaults: a retry served by an
-    // engine with another defaultTtlSeconds (a rolling deploy) is still the same request.
-    const requestHash = () => payloadHash({ itemId: request.itemId, quantity: request.quantity, ttlSeconds: request.ttlSeconds });
-    const ttlSeconds = request.ttlSeconds ?? this.#defaultTtlSeconds;
-    const scope = request.idempotencyScope ?? '';
-    const { idempotencyKey } = request;
+    return this.#telemetry.call('reserve', RESERVE_OUTCOME, async () => {
+      const request = parse(reserveSchema, input);
+      const target = writeTarget(this.#db, this.#names, options);
+      // The hash covers what the client sent, not this engine's defaults: a retry served by an
+      // engine with another defaultTtlSeconds (a rolling deploy) is still the same request.
+      const requestHash = () => payloadHash({ itemId: request.itemId, quantity: request.quantity, ttlSeconds: request.ttlSeconds });
+      const ttlSeconds = request.ttlSeconds ?? this.#defaultTtlSeconds;
+      const scope = request.idempotencyScope ?? '';
+      const { idempotencyKey } = request;
 
-    return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
-      if (!target.hosted && this.#shortStock.likelyShort(request.itemId, request.quantity)) {
-        // A sold-out item: one plain read answers most requests (see ShortStockNotes).
-        const answer = await this.#answerFromStockRead(request.itemId, request.quantity, scope, idempotencyKey, requestHash);
-        if (answer) return answer;
-      }
-      const hash = requestHash();
-      for (let round = 1, afterDuplicate = false; ; round++) {
-        if (target.hosted) {
-          // The engine's own reserve looks the key up inside its one round trip. In a host's
-          // transaction the first look is a plain read: a locking read of a key that is not there
-          // would take a gap lock on MySQL/MariaDB, and two hosts inserting nearby keys would
-          // deadlock. After a duplicate key the row exists, and a locking read sees it.
-          const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: afterDuplicate });
-          if (earlier) return replay(earlier, hash, idempotencyKey);
-          if (afterDuplicate) throw new TransactionConflictError(round, undefined, { hosted: true });
+      return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
+        if (!target.hosted && this.#shortStock.likelyShort(request.itemId, request.quantity)) {
+          // A sold-out item: one plain read answers most requests (see ShortStockNotes).
+          const answer = await this.#answerFromStockRead(request.itemId, request.quantity, scope, idempotencyKey, requestHash);
+          if (answer) return answer;
         }
-        let written: { reservation: Reservation; outcome: ReserveOutcome };
-        try {
-          written = await this.#insertReservation(target, { ...request, scope, ttlSeconds, hash });
-        } catch (error) {
-          // A concurrent request with the same key committed first (our INSERT waited for it):
-          // the next round finds and replays its result, outside the failed transaction.
-          if (!this.#dialect.isDuplicateKey(error)) throw error;
-          if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
-          afterDuplicate = true;
-          continue;
+        const hash = requestHash();
+        for (let round = 1, afterDuplicate = false; ; round++) {
+          if (target.hosted) {
+            // The engine's own reserve looks the key up inside its one round trip. In a host's
+            // transaction the first look is a plain read: a locking read of a key that is not there
+            // would take a gap lock on MySQL/MariaDB, and two hosts inserting nearby keys would
+            // deadlock. After a duplicate key the row exists, and a locking read sees it.
+            const earlier = await this.#findByIdempotencyKey(target, scope, idempotencyKey, { lock: afterDuplicate });
+            if (earlier) return replay(earlier, hash, idempotencyKey);
+            if (afterDuplicate) throw new TransactionConflictError(round, undefined, { hosted: true });
+          }
+          let written: { reservation: Reservation; outcome: ReserveOutcome };
+          try {
+            written = await this.#insertReservation(target, { ...request, scope, ttlSeconds, hash });
+          } catch (error) {
+            // A concurrent request with the same key committed first (our INSERT waited for it):
+            // the next round finds and replays its result, outside the failed transaction.
+            if (!this.#dialect.isDuplicateKey(error)) throw error;
+            if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
+            afterDuplicate = true;
+            continue;
+          }
+          const { reservation, outcome } = written;
+          switch (outcome.kind) {
+            case 'reserved':
+              return { reservation, replayed: false };
+            case 'replay':
+              return replay({ hash: outcome.payloadHash, reservation: toReservation(outcome.reservation) }, hash, idempotencyKey);
+            case 'missing':
+              throw new NotFoundError('item', request.itemId);
+            case 'insufficient':
+              if (!target.hosted) this.#shortStock.note(request.itemId, outcome.available);
+              throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
+          }
         }
-        const { reservation, outcome } = written;
-        switch (outcome.kind) {
-          case 'reserved':
-            return { reservation, replayed: false };
-          case 'replay':
-            return replay({ hash: outcome.payloadHash, reservation: toReservation(outcome.reservation) }, hash, idempotencyKey);
-          case 'missing':
-            throw new NotFoundError('item', request.itemId);
-          case 'insufficient':
-            if (!target.hosted) this.#shortStock.note(request.itemId, outcome.available);
-            throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
-        }
-      }
+      });
     });
   }
 
@@ -417,15 +442,17 @@ export class ReservationEngine {
    * @throws {OutcomeUnknownError} the connection failed: confirm again to learn the outcome
    */
   async confirm(reservationId: string, options?: WriteOptions): Promise<Reservation> {
-    return this.#transition(reservationId, 'confirm', options, {
-      to: 'CONFIRMED',
-      event: 'reservation.confirmed',
-      // Not past expiresAt by the engine clock, even if no sweep has expired it yet.
-      guard: (update, now) => update.where('expires_at', '>', now),
-      // The held units are sold: they leave the item for good.
-      release: (r) => ({ available: 0, held: -r.quantity }),
-      // A PENDING reservation the guard refused is one that expired.
-      refused: (r) => new InvalidStateError(r.id, r.status, 'confirm', r.status === 'PENDING'),
+    return this.#telemetry.call('confirm', OK, async () => {
+      return this.#transition(reservationId, 'confirm', options, {
+        to: 'CONFIRMED',
+        event: 'reservation.confirmed',
+        // Not past expiresAt by the engine clock, even if no sweep has expired it yet.
+        guard: (update, now) => update.where('expires_at', '>', now),
+        // The held units are sold: they leave the item for good.
+        release: (r) => ({ available: 0, held: -r.quantity }),
+        // A PENDING reservation the guard refused is one that expired.
+        refused: (r) => new InvalidStateError(r.id, r.status, 'confirm', r.status === 'PENDING'),
+      });
     });
   }
 
@@ -440,11 +467,13 @@ export class ReservationEngine {
    * @throws {OutcomeUnknownError} the connection failed: cancel again to learn the outcome
    */
   async cancel(reservationId: string, options?: WriteOptions): Promise<Reservation> {
-    return this.#transition(reservationId, 'cancel', options, {
-      to: 'CANCELLED',
-      event: 'reservation.cancelled',
-      release: (r) => ({ available: r.quantity, held: -r.quantity }),
-      refused: (r) => new InvalidStateError(r.id, r.status, 'cancel'),
+    return this.#telemetry.call('cancel', OK, async () => {
+      return this.#transition(reservationId, 'cancel', options, {
+        to: 'CANCELLED',
+        event: 'reservation.cancelled',
+        release: (r) => ({ available: r.quantity, held: -r.quantity }),
+        refused: (r) => new InvalidStateError(r.id, r.status, 'cancel'),
+      });
     });
   }
 
@@ -457,7 +486,7 @@ export class ReservationEngine {
     const id = reservationIdOf(reservationId);
     const target = writeTarget(this.#db, this.#names, options);
     const advice = `${action === 'confirm' ? 'Confirm' : 'Cancel'} it again: a repeat returns the reservation unchanged if the first attempt committed.`;
-    return this.#unknownOutcome(action, advice, { retry: !target.hosted }, () =>
+    const { reservation, changed } = await this.#unknownOutcome(action, advice, { retry: !target.hosted }, () =>
       transact(target, this.#dialect, (db) => {
         const writes = () => this.#transitionWrites(db, id, reservationId, action, step);
         // In a host's transaction under a savepoint: a refused or failed transition leaves none of
@@ -465,10 +494,18 @@ export class ReservationEngine {
         return target.hosted ? underSavepoint(db, writes) : writes();
       }),
     );
+    if (changed) this.#telemetry.transitions(step.to === 'CONFIRMED' ? 'confirmed' : 'cancelled', 1);
+    return reservation;
   }
 
   /** The transition's statements: the conditional UPDATE, then its event and the stock release, or why not. */
-  async #transitionWrites(db: Kysely<Database>, id: string, reservationId: string, action: 'confirm' | 'cancel', step: TransitionStep): Promise<Reservation> {
+  async #transitionWrites(
+    db: Kysely<Database>,
+    id: string,
+    reservationId: string,
+    action: 'confirm' | 'cancel',
+    step: TransitionStep,
+  ): Promise<{ reservation: Reservation; changed: boolean }> {
     const now = this.#now();
     let update = db.updateTable('reservations').set({ status: step.to, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING');
     if (step.guard) update = step.guard(update, now);
@@ -477,7 +514,7 @@ export class ReservationEngine {
     if (!row) throw new NotFoundError('reservation', reservationId);
     const reservation = toReservation(row);
     if (Number(result.numUpdatedRows) === 1) {
-      await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now)).execute();
+      await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now, this.#telemetry.traceparent())).execute();
       // Lock order reservation → item, as everywhere: no deadlock cycles.
       const { available, held } = step.release(reservation);
       // Stock comes back (a cancel): this engine's next reserve of the item need not read first.
@@ -491,9 +528,9 @@ export class ReservationEngine {
         }))
         .where('id', '=', reservation.itemId)
         .execute();
-      return reservation;
+      return { reservation, changed: true };
     }
-    if (reservation.status === step.to) return reservation;
+    if (reservation.status === step.to) return { reservation, changed: false };
     throw step.refused(reservation, action);
   }
 
@@ -502,10 +539,12 @@ export class ReservationEngine {
    * case; an id that is not a UUID is a {@link ValidationError}, as a malformed item id is.
    */
   async getReservation(reservationId: string): Promise<Reservation | undefined> {
-    const id = reservationIdOf(reservationId);
-    return this.#unknownOutcome('getReservation', NOTHING_WRITTEN, { retry: true }, async () => {
-      const row = await this.#db.selectFrom('reservations').selectAll().where('id', '=', id).executeTakeFirst();
-      return row && toReservation(row);
+    return this.#telemetry.call('getReservation', OK, async () => {
+      const id = reservationIdOf(reservationId);
+      return this.#unknownOutcome('getReservation', NOTHING_WRITTEN, { retry: true }, async () => {
+        const row = await this.#db.selectFrom('reservations').selectAll().where('id', '=', id).executeTakeFirst();
+        return row && toReservation(row);
+      });
     });
   }
 
@@ -524,16 +563,18 @@ export class ReservationEngine {
    * ```
    */
   async listReservations(query: ListReservationsQuery = {}): Promise<ReservationPage> {
-    const { itemId, status, idempotencyScope, limit, after } = parse(listReservationsSchema, query);
-    return this.#unknownOutcome('listReservations', NOTHING_WRITTEN, { retry: true }, async () => {
-      let select = this.#db.selectFrom('reservations').selectAll().orderBy('id').limit(limit + 1);
-      if (itemId !== undefined) select = select.where('item_id', '=', itemId);
-      if (status !== undefined) select = select.where('status', '=', status);
-      if (idempotencyScope !== undefined) select = select.where('idempotency_scope', '=', idempotencyScope);
-      if (after !== undefined) select = select.where('id', '>', after);
-      const rows = await select.execute();
-      const reservations = rows.slice(0, limit).map(toReservation);
-      return Object.freeze({ reservations: Object.freeze(reservations), next: rows.length > limit ? reservations.at(-1)?.id : undefined });
+    return this.#telemetry.call('listReservations', OK, async () => {
+      const { itemId, status, idempotencyScope, limit, after } = parse(listReservationsSchema, query);
+      return this.#unknownOutcome('listReservations', NOTHING_WRITTEN, { retry: true }, async () => {
+        let select = this.#db.selectFrom('reservations').selectAll().orderBy('id').limit(limit + 1);
+        if (itemId !== undefined) select = select.where('item_id', '=', itemId);
+        if (status !== undefined) select = select.where('status', '=', status);
+        if (idempotencyScope !== undefined) select = select.where('idempotency_scope', '=', idempotencyScope);
+        if (after !== undefined) select = select.where('id', '>', after);
+        const rows = await select.execute();
+        const reservations = rows.slice(0, limit).map(toReservation);
+        return Object.freeze({ reservations: Object.freeze(reservations), next: rows.length > limit ? reservations.at(-1)?.id : undefined });
+      });
     });
   }
 
@@ -586,7 +627,8 @@ export class ReservationEngine {
       payloadHash: request.hash,
       expiresAt: reservation.expiresAt,
       now,
-      eventPayload: eventRow(this.#dialect, 'reservation.created', reservation, now).payload,
+      eventPayload: eventRow(this.#dialect, 'reservation.created', reservation, now, null).payload,
+      traceContext: this.#telemetry.traceparent(),
     };
     const outcome = target.hosted
       ? await transact(target, this.#dialect, (db) => reserveInHostTransaction(db, this.#dialect, row))
@@ -617,6 +659,7 @@ export class ReservationEngine {
         if (error instanceof ReservationError || !this.#dialect.isConnectionError(error)) throw error;
         const pause = retry ? CONNECTION_RETRY_PAUSES_MS[attempt] : undefined;
         if (pause === undefined) throw new OutcomeUnknownError(operation, advice, error);
+        recordRetry('connection');
         await sleep(pause);
       }
     }

@@ -35,7 +35,7 @@ export async function reserveInHostTransaction(trx: Kysely<Database>, dialect: S
         .execute();
       await trx
         .insertInto('outbox')
-        .values({ type: 'reservation.created', payload: r.eventPayload, created_at: r.now, available_at: r.now, attempts: 0 })
+        .values({ type: 'reservation.created', payload: r.eventPayload, created_at: r.now, available_at: r.now, attempts: 0, trace_context: r.traceContext })
         .execute();
       const decrement = await trx
         .updateTable('items')

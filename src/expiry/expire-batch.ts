@@ -7,7 +7,10 @@ import { eventRow } from '../outbox/event-row.js';
 import { toDate } from '../rows.js';
 import { inTransaction } from '../transaction.js';
 import type { Database } from '../types.js';
-import { batchLimitSchema, dateSchema, dbOptionsShape, parseOptions } from '../validation.js';
+import { batchLimitSchema, dateSchema, dbOptionsShape, parseOptions, telemetrySchema } from '../validation.js';
+import { log, type Logger, loggerSchema } from '../observability/logger.js';
+import { dbSystemName, type Telemetry, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
+import type { ReservationEngineOptions } from '../engine/reservation-engine.js';
 
 /** Options of {@link expireBatch}. */
 export interface ExpireBatchOptions {
@@ -33,6 +36,18 @@ export interface ExpireBatchOptions {
    * @defaultValue the current time
    */
   readonly now?: Date;
+  /**
+   * Where reservations that could not be expired are reported (error, with the database's error).
+   * @defaultValue none: silent
+   */
+  readonly logger?: Logger;
+  /**
+   * OpenTelemetry: a span for the call (its events carry its trace context) and the
+   * `reservation_engine.transitions` count of expired reservations (see
+   * {@link ReservationEngineOptions.telemetry}).
+   * @defaultValue true
+   */
+  readonly telemetry?: TelemetrySetting;
 }
 
 /** What {@link expireBatch} did. */
@@ -51,6 +66,8 @@ const optionsSchema = z.strictObject({
   ...dbOptionsShape,
   limit: batchLimitSchema(500),
   now: dateSchema.optional(),
+  logger: loggerSchema.optional(),
+  telemetry: telemetrySchema.optional(),
 });
 
 interface DueReservation {
@@ -82,33 +99,48 @@ export async function expireBatch(options: ExpireBatchOptions): Promise<ExpireBa
   const db = engineDb(o.db, schemaNames(o.tablePrefix));
   const dialect = dialectOf(o.db, o.dialect);
   const now = o.now ?? new Date();
-  try {
-    await verifiedSession(o.db, dialect);
+  const telemetry = telemetryFor(o.telemetry, dbSystemName(dialect));
+  return telemetry.call('expireBatch', () => 'ok', async () => {
+    const sweep: Sweep = { db, dialect, now, telemetry, logger: o.logger };
     try {
-      return { expired: await expireDue(db, dialect, now, { limit }), failed: 0 };
+      await verifiedSession(o.db, dialect);
+      try {
+        return { expired: await expireDue(sweep, { limit }), failed: 0 };
+      } catch (error) {
+        if (dialect.isConnectionError(error)) throw error;
+        return await expireOneByOne(sweep, limit);
+      }
     } catch (error) {
-      if (dialect.isConnectionError(error)) throw error;
-      return await expireOneByOne(db, dialect, now, limit);
+      if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('expireBatch', 'Run it again: no reservation expires twice.', error);
+      throw error;
     }
-  } catch (error) {
-    if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('expireBatch', 'Run it again: no reservation expires twice.', error);
-    throw error;
-  }
+  });
+}
+
+/** What one call works with. */
+interface Sweep {
+  readonly db: Kysely<Database>;
+  readonly dialect: SqlDialect;
+  readonly now: Date;
+  readonly telemetry: Telemetry;
+  readonly logger: Logger | undefined;
 }
 
 /** The fallback after a failed batch: each due reservation in its own transaction. */
-async function expireOneByOne(db: Kysely<Database>, dialect: SqlDialect, now: Date, limit: number): Promise<ExpireBatchResult> {
+async function expireOneByOne(sweep: Sweep, limit: number): Promise<ExpireBatchResult> {
+  const { db, dialect, now } = sweep;
   const due = await dueReservations(db, now, limit, { lock: false });
   let expired = 0;
   let failed = 0;
   let lastError: unknown;
   for (const { id } of due) {
     try {
-      expired += await expireDue(db, dialect, now, { limit: 1, id });
+      expired += await expireDue(sweep, { limit: 1, id });
     } catch (error) {
       if (dialect.isConnectionError(error)) throw error;
       failed++;
       lastError = error;
+      log(sweep.logger, 'error', `expire: reservation ${id} could not be expired (the database refused its writes); tried again by the next call`, { reservationId: id, error });
     }
   }
   // Every row failing is no bad row but a broken sweep (a privilege, the schema): say so.
@@ -117,15 +149,17 @@ async function expireOneByOne(db: Kysely<Database>, dialect: SqlDialect, now: Da
 }
 
 /** One sweep transaction: select the due rows, mark them expired, return their stock, write their events. */
-function expireDue(db: Kysely<Database>, dialect: SqlDialect, now: Date, which: { limit: number; id?: string }): Promise<number> {
-  return inTransaction(db, dialect, async (trx) => {
+async function expireDue({ db, dialect, now, telemetry }: Sweep, which: { limit: number; id?: string }): Promise<number> {
+  const expired = await inTransaction(db, dialect, async (trx) => {
     const due = await dueReservations(trx, now, which.limit, { lock: true, id: which.id });
     if (due.length === 0) return 0;
     await markExpired(trx, due, now);
     await returnStock(trx, due, now);
-    await writeEvents(trx, dialect, due, now);
+    await writeEvents(trx, dialect, due, now, telemetry.traceparent());
     return due.length;
   });
+  telemetry.transitions('expired', expired);
+  return expired;
 }
 
 /** PENDING reservations past `now`, oldest first; locked with SKIP LOCKED so concurrent sweeps take different rows. */
@@ -174,9 +208,9 @@ async function returnStock(trx: Kysely<Database>, due: readonly DueReservation[]
     .execute();
 }
 
-async function writeEvents(trx: Kysely<Database>, dialect: SqlDialect, due: readonly DueReservation[], now: Date): Promise<void> {
+async function writeEvents(trx: Kysely<Database>, dialect: SqlDialect, due: readonly DueReservation[], now: Date, traceContext: string | null): Promise<void> {
   await trx
     .insertInto('outbox')
-    .values(due.map((r) => eventRow(dialect, 'reservation.expired', { ...r, status: 'EXPIRED' }, now)))
+    .values(due.map((r) => eventRow(dialect, 'reservation.expired', { ...r, status: 'EXPIRED' }, now, traceContext)))
     .execute();
 }

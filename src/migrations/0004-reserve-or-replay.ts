@@ -9,7 +9,7 @@ import type { SchemaNames } from '../schema/tables.js';
 export function reserveOrReplayMigration(dialect: SqlDialect, names: SchemaNames): Migration {
   return {
     async up(db: Kysely<any>) {
-      await dialect.createRoutines(db, names);
+      await dialect.createRoutines(db, names, { traceContext: false });
     },
     async down(db: Kysely<any>) {
       await dialect.dropRoutines(db, names);

@@ -14,10 +14,10 @@ export interface ClaimedEvent {
 /** @internal What one claim took: events to deliver, and events it dead-lettered instead. */
 export interface Claim {
   readonly events: readonly ClaimedEvent[];
-  readonly deadLettered: number;
+  readonly deadLettered: readonly DeadLetter[];
 }
 
-type DueRow = Pick<Selectable<OutboxTable>, 'id' | 'type' | 'payload' | 'attempts' | 'created_at' | 'locked_until'>;
+type DueRow = Pick<Selectable<OutboxTable>, 'id' | 'type' | 'payload' | 'attempts' | 'created_at' | 'locked_until' | 'trace_context'>;
 
 /**
  * @internal
@@ -41,7 +41,7 @@ export async function claimEvents(
   return inTransaction(db, dialect, async (trx) => {
     const rows: DueRow[] = await trx
       .selectFrom('outbox')
-      .select(['id', 'type', 'payload', 'attempts', 'created_at', 'locked_until'])
+      .select(['id', 'type', 'payload', 'attempts', 'created_at', 'locked_until', 'trace_context'])
       .where('available_at', '<=', now)
       .orderBy('available_at')
       .orderBy('id')
@@ -56,7 +56,7 @@ export async function claimEvents(
       const attempts = Number(row.attempts);
       const suspect = row.locked_until !== null;
       if (attempts >= maxAttempts) {
-        dead.push({ rowId: row.id, error: `Gave up after ${attempts} attempts: the last delivery never reported back (the worker crashed, or the handler outlived its lease)` });
+        dead.push({ rowId: row.id, type: row.type, error: `Gave up after ${attempts} attempts: the last delivery never reported back (the worker crashed, or the handler outlived its lease)` });
         continue;
       }
       const event = readEvent(dialect, row);
@@ -78,7 +78,7 @@ export async function claimEvents(
         )
         .execute();
     }
-    return { events: batch, deadLettered: dead.length };
+    return { events: batch, deadLettered: dead };
   });
 }
 
@@ -89,5 +89,6 @@ function readEvent(dialect: SqlDialect, row: DueRow): OutboxEvent {
     payload: dialect.parseJson(row.payload) as OutboxEvent['payload'],
     attempts: Number(row.attempts) + 1,
     createdAt: toDate(row.created_at),
+    ...(row.trace_context ? { traceparent: row.trace_context } : {}),
   });
 }

@@ -64,6 +64,7 @@ export async function releaseEvents(db: Kysely<Database>, dialect: SqlDialect, r
 /** @internal An event to dead-letter at claim time, and why. */
 export interface DeadLetter {
   readonly rowId: string | number;
+  readonly type: string;
   readonly error: string;
 }
 

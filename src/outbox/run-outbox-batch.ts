@@ -4,7 +4,10 @@ import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '
 import { engineDb, schemaNames } from '../schema/tables.js';
 import { OutcomeUnknownError } from '../errors.js';
 import type { Database, OutboxEvent } from '../types.js';
-import { batchLimitSchema, dateSchema, functionSchema, integer, dbOptionsShape, parseOptions } from '../validation.js';
+import { batchLimitSchema, dateSchema, functionSchema, integer, dbOptionsShape, parseOptions, telemetrySchema } from '../validation.js';
+import { log, type Logger, loggerSchema } from '../observability/logger.js';
+import { dbSystemName, NO_TELEMETRY, type Telemetry, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
+import type { ReservationEngineOptions } from '../engine/reservation-engine.js';
 import { type ClaimedEvent, claimEvents } from './claim.js';
 import { markFailed, markProcessed, releaseEvents } from './complete.js';
 import { describeError } from './describe-error.js';
@@ -83,6 +86,18 @@ export interface RunOutboxBatchOptions {
    * @defaultValue the current time
    */
   readonly now?: Date;
+  /**
+   * Where failed deliveries (warn) and dead-lettered events (error) are reported, one line per
+   * event with its id, type, attempt and error.
+   * @defaultValue none: silent
+   */
+  readonly logger?: Logger;
+  /**
+   * OpenTelemetry: a span for the batch and one per delivery, linked to the span that wrote the
+   * event, and the outbox metrics (see {@link ReservationEngineOptions.telemetry}).
+   * @defaultValue true
+   */
+  readonly telemetry?: TelemetrySetting;
 }
 
 /** What {@link runOutboxBatch} did. Every claimed event is counted in exactly one field. */
@@ -113,6 +128,8 @@ const optionsSchema = z
     leaseMs: integer(1, 86_400_000).default(30_000),
     handlerTimeoutMs: integer(1, 86_400_000).optional(),
     now: dateSchema.optional(),
+    logger: loggerSchema.optional(),
+    telemetry: telemetrySchema.optional(),
   })
   .refine((o) => o.maxDelayMs >= o.baseDelayMs, { error: 'must not be less than baseDelayMs', path: ['maxDelayMs'] })
   // Room for at least one whole delivery in every lease, whatever the claim took.
@@ -144,16 +161,19 @@ export async function runOutboxBatch(options: RunOutboxBatchOptions): Promise<Ou
   const o: Options = { ...parsed, handlerTimeoutMs: parsed.handlerTimeoutMs ?? Math.min(DEFAULT_HANDLER_TIMEOUT_MS, Math.max(1, Math.floor(parsed.leaseMs / 3))) };
   const db = engineDb(o.db, schemaNames(o.tablePrefix));
   const dialect = dialectOf(o.db, o.dialect);
-  try {
-    await verifiedSession(o.db, dialect);
-    return await deliverBatch(db, dialect, o);
-  } catch (error) {
-    if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('runOutboxBatch', 'Run it again: events not acknowledged are delivered again.', error);
-    throw error;
-  }
+  const telemetry = telemetryFor(o.telemetry, dbSystemName(dialect));
+  return telemetry.call('runOutboxBatch', () => 'ok', async () => {
+    try {
+      await verifiedSession(o.db, dialect);
+      return await deliverBatch(db, dialect, o, telemetry);
+    } catch (error) {
+      if (dialect.isConnectionError(error)) throw new OutcomeUnknownError('runOutboxBatch', 'Run it again: events not acknowledged are delivered again.', error);
+      throw error;
+    }
+  });
 }
 
-async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Options): Promise<OutboxBatchResult> {
+async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Options, telemetry: Telemetry): Promise<OutboxBatchResult> {
   const now = o.now ?? new Date();
   const leaseUntil = new Date(now.getTime() + o.leaseMs);
   const started = performance.now();
@@ -161,8 +181,12 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
   const acks = new AckQueue((rowIds) => markProcessed(db, dialect, rowIds, leaseUntil, now));
   let processed = 0;
   let failed = 0;
-  let deadLettered = claim.deadLettered;
+  let deadLettered = claim.deadLettered.length;
   let released = 0;
+  for (const dead of claim.deadLettered) {
+    telemetry.outboxEvents('dead_lettered', dead.type);
+    log(o.logger, 'error', `outbox: event ${dead.rowId} (${dead.type}) dead-lettered: ${dead.error}`, { eventId: String(dead.rowId), type: dead.type });
+  }
 
   for (const [index, claimed] of claim.events.entries()) {
     // Too little lease left for one more full delivery: hand the rest back rather than risk
@@ -174,19 +198,35 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
       released = rest.length;
       break;
     }
-    const error = await deliver(o.handler, claimed, o.handlerTimeoutMs);
+    const { event } = claimed;
+    const error = telemetry === NO_TELEMETRY ? await deliver(o.handler, claimed, o.handlerTimeoutMs) : await telemetry.deliver(event, () => deliver(o.handler, claimed, o.handlerTimeoutMs));
     if (error === undefined) {
       acks.push(claimed.rowId);
       processed++;
+      telemetry.outboxEvents('delivered', event.type);
       continue;
     }
-    const final = claimed.event.attempts >= o.maxAttempts;
-    const retryAt = final ? null : new Date(now.getTime() + retryDelayMs(claimed.event.attempts, o.baseDelayMs, o.maxDelayMs));
-    await markFailed(db, dialect, claimed.rowId, leaseUntil, now, describeError(error), retryAt);
-    if (final) deadLettered++;
-    else failed++;
+    const final = event.attempts >= o.maxAttempts;
+    const retryAt = final ? null : new Date(now.getTime() + retryDelayMs(event.attempts, o.baseDelayMs, o.maxDelayMs));
+    const described = describeError(error);
+    await markFailed(db, dialect, claimed.rowId, leaseUntil, now, described, retryAt);
+    const details = { eventId: event.id, type: event.type, attempt: event.attempts };
+    if (final) {
+      deadLettered++;
+      telemetry.outboxEvents('dead_lettered', event.type);
+      log(o.logger, 'error', `outbox: event ${event.id} (${event.type}) dead-lettered after attempt ${event.attempts}: ${described}`, details);
+    } else {
+      failed++;
+      telemetry.outboxEvents('failed', event.type);
+      log(o.logger, 'warn', `outbox: event ${event.id} (${event.type}) failed (attempt ${event.attempts}), retried at ${retryAt!.toISOString()}: ${described}`, details);
+    }
   }
-  await acks.drain();
+  try {
+    await acks.drain();
+  } catch (error) {
+    log(o.logger, 'error', `outbox: could not mark delivered events processed; they are delivered again once their lease ends`, { error });
+    throw error;
+  }
   return { processed, failed, deadLettered, released };
 }
 

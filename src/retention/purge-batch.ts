@@ -6,7 +6,10 @@ import { schemaNames } from '../schema/tables.js';
 import { inTransaction } from '../transaction.js';
 import type { Database, DatabaseKind } from '../types.js';
 import { uuidv7LowerBound } from '../uuid.js';
-import { dateSchema, dbOptionsShape, integer, MAX_BATCH_LIMIT, parseOptions } from '../validation.js';
+import { dateSchema, dbOptionsShape, integer, MAX_BATCH_LIMIT, parseOptions, telemetrySchema } from '../validation.js';
+import { dialectOf } from '../dialects/index.js';
+import { dbSystemName, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
+import type { ReservationEngineOptions } from '../engine/reservation-engine.js';
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
@@ -71,6 +74,11 @@ export interface PurgeBatchOptions extends RetentionPeriods {
    * @defaultValue true
    */
   readonly maintenance?: boolean;
+  /**
+   * OpenTelemetry: a span for the call (see {@link ReservationEngineOptions.telemetry}).
+   * @defaultValue true
+   */
+  readonly telemetry?: TelemetrySetting;
 }
 
 /** What {@link purgeBatch} deleted, per kind. */
@@ -103,6 +111,7 @@ const optionsSchema = z
     ...dbOptionsShape,
     ...retentionShape,
     now: dateSchema.optional(),
+    telemetry: telemetrySchema.optional(),
   })
   .refine(...reservationsOutliveKeys);
 
@@ -127,21 +136,24 @@ export async function purgeBatch(options: PurgeBatchOptions): Promise<PurgeBatch
   const o = parseOptions(optionsSchema, options);
   const now = (o.now ?? new Date()).getTime();
   const keysBefore = new Date(now - (o.idempotencyKeysMs ?? DAY_MS));
-  return withStore(o, 'purgeBatch', 'Run it again: it deletes only what is past its retention.', async ({ db, dialect }) => {
-    const result: PurgeBatchResult = {
-      outboxEvents: await purgeEvents(db, new Date(now - (o.processedEventsMs ?? 7 * DAY_MS)), o.limit),
-      idempotencyKeys: await purgeReserveKeys(db, keysBefore, o.limit),
-      restockKeys: await purgeRestockKeys(db, keysBefore, o.limit),
-      reservations:
-        o.finishedReservationsMs === undefined
-          ? 0
-          : await inTransaction(db, dialect, (trx) => purgeReservations(trx, new Date(now - o.finishedReservationsMs!), o.limit)),
-    };
-    if (o.maintenance !== false && dialect.name === 'postgres' && (await isEmbeddedPostgres(o.db))) {
-      await maintainEmbedded(o.db, schemaNames(o.tablePrefix));
-    }
-    return result;
-  });
+  const telemetry = telemetryFor(o.telemetry, dbSystemName(dialectOf(o.db, o.dialect)));
+  return telemetry.call('purgeBatch', () => 'ok', () =>
+    withStore(o, 'purgeBatch', 'Run it again: it deletes only what is past its retention.', async ({ db, dialect }) => {
+      const result: PurgeBatchResult = {
+        outboxEvents: await purgeEvents(db, new Date(now - (o.processedEventsMs ?? 7 * DAY_MS)), o.limit),
+        idempotencyKeys: await purgeReserveKeys(db, keysBefore, o.limit),
+        restockKeys: await purgeRestockKeys(db, keysBefore, o.limit),
+        reservations:
+          o.finishedReservationsMs === undefined
+            ? 0
+            : await inTransaction(db, dialect, (trx) => purgeReservations(trx, new Date(now - o.finishedReservationsMs!), o.limit)),
+      };
+      if (o.maintenance !== false && dialect.name === 'postgres' && (await isEmbeddedPostgres(o.db))) {
+        await maintainEmbedded(o.db, schemaNames(o.tablePrefix));
+      }
+      return result;
+    }),
+  );
 }
 
 /** Delivered events, oldest delivery first (index on processed_at). */

@@ -1,12 +1,6 @@
 import { retryDelayMs } from '../outbox/run-outbox-batch.js';
 
-/** @internal Where a loop reports; every method optional, each call guarded. */
-export interface LoopLogger {
-  debug?(message: string, details?: Record<string, unknown>): void;
-  info?(message: string, details?: Record<string, unknown>): void;
-  warn?(message: string, details?: Record<string, unknown>): void;
-  error?(message: string, details?: Record<string, unknown>): void;
-}
+import { log, type Logger } from '../observability/logger.js';
 
 /** @internal How long a loop pauses between batches. */
 export interface PausePolicy {
@@ -44,7 +38,7 @@ export class PollLoop {
     private readonly name: string,
     private readonly batch: () => Promise<boolean>,
     private readonly pauses: PausePolicy,
-    private readonly logger: LoopLogger,
+    private readonly logger: Logger,
   ) {}
 
   /** Ends the current pause, if any: the next batch starts at once. */
@@ -105,16 +99,6 @@ export class PollLoop {
       stopping.addEventListener('abort', done, { once: true });
       this.#wake = done;
     });
-  }
-}
-
-/** @internal Calls `logger[level]` as a method (pino needs its `this`); a logger that throws never stops a loop. */
-export function log(logger: LoopLogger, level: keyof LoopLogger, message: string, details?: Record<string, unknown>): void {
-  try {
-    if (details === undefined) logger[level]?.(message);
-    else logger[level]?.(message, details);
-  } catch {
-    // Nowhere left to report it.
   }
 }
 

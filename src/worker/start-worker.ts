@@ -6,27 +6,14 @@ import { type PurgeBatchOptions, type PurgeBatchResult, purgeBatch, type Retenti
 import { schemaNames } from '../schema/tables.js';
 import type { DatabaseKind } from '../types.js';
 import { parseOptions } from '../validation.js';
-import { log, PollLoop } from './poll-loop.js';
+import { PollLoop } from './poll-loop.js';
+import { log, type Logger } from '../observability/logger.js';
+import type { TelemetrySetting } from '../observability/telemetry.js';
+import type { ReservationEngineOptions } from '../engine/reservation-engine.js';
 import { workerOptionsSchema } from './worker-options.js';
 
-/**
- * Where the worker reports: `console`, a pino or winston logger, or an object with some of these
- * methods (the others are not called). Messages are whole sentences, prefixed with the loop
- * (`outbox: …`, `expire: …`); errors come as `error(message, { error })`.
- */
-export interface WorkerLogger {
-  /** One line per batch that found work, and per repeated failure while a loop keeps failing. */
-  debug?(message: string, details?: Record<string, unknown>): void;
-  /** A loop that succeeds again after failing; the worker stopping, with its totals. */
-  info?(message: string, details?: Record<string, unknown>): void;
-  /** Events whose delivery failed and will be retried. */
-  warn?(message: string, details?: Record<string, unknown>): void;
-  /**
-   * A loop that starts failing (the database is down…), once per outage, with the error; events
-   * dead-lettered; reservations that could not be expired.
-   */
-  error?(message: string, details?: Record<string, unknown>): void;
-}
+/** Where the worker reports (see {@link Logger}): `console`, a pino or winston logger. */
+export type WorkerLogger = Logger;
 
 /** The options of {@link runOutboxBatch} the worker passes on to each batch. */
 export type WorkerOutboxOptions = Pick<RunOutboxBatchOptions, 'limit' | 'maxAttempts' | 'baseDelayMs' | 'maxDelayMs' | 'leaseMs' | 'handlerTimeoutMs'>;
@@ -138,6 +125,11 @@ export interface StartWorkerOptions {
    * @defaultValue none: the worker is silent
    */
   readonly logger?: WorkerLogger;
+  /**
+   * OpenTelemetry for the batches the worker runs (see {@link ReservationEngineOptions.telemetry}).
+   * @defaultValue true
+   */
+  readonly telemetry?: TelemetrySetting;
 }
 
 /** What one of the worker's loops did and how it fares. */
@@ -227,7 +219,9 @@ export function startWorker(options: StartWorkerOptions): RunningWorker {
   schemaNames(o.tablePrefix);
   dialectOf(o.db, o.dialect);
   const logger: WorkerLogger = o.logger ?? {};
-  const target = { db: o.db, tablePrefix: o.tablePrefix, dialect: o.dialect };
+  // The batch functions report their own events (dead letters, failed rows) to the same logger.
+  const store = { db: o.db, tablePrefix: o.tablePrefix, dialect: o.dialect, telemetry: o.telemetry };
+  const target = { ...store, logger: o.logger };
   const pauses = o;
 
   const outbox = { batches: 0, processed: 0, failed: 0, deadLettered: 0, released: 0 };
@@ -267,7 +261,7 @@ export function startWorker(options: StartWorkerOptions): RunningWorker {
           'purge',
           async () => {
             const { intervalMs: _, ...retention } = purgeOptions;
-            const result = await purgeBatch({ ...target, ...retention });
+            const result = await purgeBatch({ ...store, ...retention });
             purged.batches++;
             const counts = [result.outboxEvents, result.idempotencyKeys, result.restockKeys, result.reservations];
             purged.outboxEvents += result.outboxEvents;
@@ -319,13 +313,10 @@ export function startWorker(options: StartWorkerOptions): RunningWorker {
 function reportOutboxBatch(logger: WorkerLogger, result: OutboxBatchResult): void {
   const { processed, failed, deadLettered, released } = result;
   if (processed + failed + deadLettered + released > 0) log(logger, 'debug', `outbox: batch ${outboxTotals(result)}`);
-  if (failed > 0) log(logger, 'warn', `outbox: ${plural(failed, 'event')} failed, will be retried`);
-  if (deadLettered > 0) log(logger, 'error', `outbox: ${plural(deadLettered, 'event')} dead-lettered after their last attempt`);
 }
 
 function reportExpireBatch(logger: WorkerLogger, result: ExpireBatchResult): void {
   if (result.expired + result.failed > 0) log(logger, 'debug', `expire: batch ${expireTotals(result)}`);
-  if (result.failed > 0) log(logger, 'error', `expire: ${plural(result.failed, 'reservation')} could not be expired (the database refused their writes); tried again next batch`);
 }
 
 function outboxTotals({ processed, failed, deadLettered, released }: OutboxBatchResult): string {
@@ -338,8 +329,4 @@ function expireTotals({ expired, failed }: ExpireBatchResult): string {
 
 function purgeTotals({ outboxEvents, idempotencyKeys, restockKeys, reservations }: PurgeBatchResult): string {
   return `events=${outboxEvents} keys=${idempotencyKeys} restock-keys=${restockKeys} reservations=${reservations}`;
-}
-
-function plural(count: number, noun: string): string {
-  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }

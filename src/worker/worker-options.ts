@@ -1,7 +1,8 @@
+import { loggerSchema } from '../observability/logger.js';
 import { z } from 'zod';
 import type { OutboxHandler } from '../outbox/run-outbox-batch.js';
 import { reservationsOutliveKeys, retentionShape } from '../retention/purge-batch.js';
-import { dbOptionsShape, functionSchema, integer, MAX_BATCH_LIMIT } from '../validation.js';
+import { dbOptionsShape, functionSchema, integer, MAX_BATCH_LIMIT, telemetrySchema } from '../validation.js';
 
 const DAY_MS = 86_400_000;
 
@@ -41,13 +42,6 @@ const purgeSchema = z.preprocess(
     .optional(),
 );
 
-const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
-
-const loggerSchema = z.custom<object>(
-  (v) => typeof v === 'object' && v !== null && LOG_LEVELS.every((level) => (v as Record<string, unknown>)[level] === undefined || typeof (v as Record<string, unknown>)[level] === 'function'),
-  { error: 'must be an object whose debug, info, warn and error, where present, are functions (console, pino…)' },
-);
-
 const signalSchema = z.custom<AbortSignal>((v) => v instanceof AbortSignal, { error: 'must be an AbortSignal' });
 
 /** A pause in milliseconds: at least 1, so that an idle or failing loop never spins. */
@@ -67,6 +61,7 @@ export const workerOptionsSchema = z
     errorIntervalMs: pauseMs(1000),
     maxErrorIntervalMs: pauseMs(30_000),
     logger: loggerSchema.optional(),
+    telemetry: telemetrySchema.optional(),
   })
   .refine((o) => o.maxIdleIntervalMs >= o.idleIntervalMs, { error: 'must not be less than idleIntervalMs', path: ['maxIdleIntervalMs'] })
   .refine((o) => o.maxErrorIntervalMs >= o.errorIntervalMs, { error: 'must not be less than errorIntervalMs', path: ['maxErrorIntervalMs'] });
