@@ -4,7 +4,10 @@
  * rabbitmq-server is not installed; REQUIRE_RABBITMQ=1 (CI) makes that a failure.
  */
 import amqplib, { type Channel, type ChannelModel, type ConsumeMessage, type GetMessage, type Message } from 'amqplib';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigurationError, ReservationEngine, type RunningWorker, runOutboxBatch, startWorker } from '../src/index.js';
 import { consumeOnce, createRabbitMqRelay, migrateInbox, type AmqpConnection, type RabbitMqRelay } from '../src/rabbitmq/index.js';
@@ -63,6 +66,17 @@ describe.skipIf(missing !== undefined)('RabbitMQ', () => {
       .toBeGreaterThanOrEqual(count);
     return messages;
   };
+
+  it('npm run example:rabbitmq: relay and consumer, every event applied once', async () => {
+    const root = path.resolve(import.meta.dirname, '..');
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'examples/rabbitmq/run.ts'], {
+      cwd: root,
+      env: { ...process.env, AMQP_URL: broker.url, DATABASE_URL: '', CONSUMER_DATABASE_URL: '' },
+      timeout: 120_000,
+    });
+    expect(stdout).toMatch(/^ledger: item \d+ held=0 after 10 events \(10 applied, 1 duplicate ignored\)$/m);
+    expect(stdout).toMatch(/^worker: stopped; outbox: processed=10 failed=0 dead-lettered=0/m);
+  }, 150_000);
 
   describeEachDialect('the outbox relayed to RabbitMQ', (t) => {
     const engine = () => new ReservationEngine({ db: t.db });

@@ -8,3 +8,4 @@ export type { RabbitMqRelay, RabbitMqRelayOptions } from './relay.js';
 export type { AmqpConfirmChannel, AmqpConnection, AmqpEmitter, AmqpPublishOptions, AmqpReturnedMessage } from './amqp.js';
 export { consumeOnce, migrateInbox } from './inbox.js';
 export type { ConsumeOnceOptions, ConsumeOnceResult, InboxOptions } from './inbox.js';
+export type { OutboxBatchHandler, OutboxDeliveryResult } from '../outbox/run-outbox-batch.js';
