@@ -41,8 +41,11 @@ export type OutboxDeliveryResult = PromiseSettledResult<unknown>;
  *
  * @example
  * ```ts
+ * import { type OutboxBatchHandler, runOutboxBatch } from 'reservation-engine';
+ *
  * const batchHandler: OutboxBatchHandler = (events, { signal }) =>
  *   Promise.allSettled(events.map((event) => broker.publish(event.type, event.payload, { messageId: event.id, signal })));
+ * await runOutboxBatch({ db, batchHandler });
  * ```
  */
 export type OutboxBatchHandler = (events: readonly OutboxEvent[], context: OutboxHandlerContext) => PromiseLike<readonly OutboxDeliveryResult[]> | readonly OutboxDeliveryResult[];

@@ -81,7 +81,10 @@ const ALREADY_PROCESSED = Symbol('already processed');
  *
  * @example
  * ```ts
+ * import { consumeOnce } from 'reservation-engine/rabbitmq';
+ *
  * await channel.consume('billing', async (message) => {
+ *   if (!message) return; // the consumer was cancelled
  *   const { duplicate } = await consumeOnce({
  *     db,
  *     messageId: message.properties.messageId,
@@ -137,7 +140,9 @@ function inboxTable(tablePrefix: string | undefined): string {
  *
  * @example
  * ```ts
- * await migrateInbox(db);
+ * import { migrateInbox } from 'reservation-engine/rabbitmq';
+ *
+ * await migrateInbox(db); // at start-up, beside your own migrations
  * ```
  */
 export async function migrateInbox(db: Kysely<any>, options: InboxOptions = {}): Promise<MigrationResultSet> {

@@ -140,9 +140,11 @@ type Options = z.output<typeof optionsSchema>;
  * import { startWorker } from 'reservation-engine';
  * import { createRabbitMqRelay } from 'reservation-engine/rabbitmq';
  *
- * const relay = createRabbitMqRelay({ url: process.env.AMQP_URL, exchange: 'reservations' });
+ * const relay = createRabbitMqRelay({ url: process.env.AMQP_URL ?? 'amqp://localhost', exchange: 'reservations' });
+ * const shutdown = new AbortController();
+ * process.once('SIGTERM', () => shutdown.abort());
  * const worker = startWorker({ db, batchHandler: relay.batchHandler, signal: shutdown.signal });
- * await worker.stopped;
+ * await worker.stopped; // after SIGTERM, once the batches in hand finished
  * await relay.close();
  * ```
  */
