@@ -237,7 +237,10 @@ describe.skipIf(missing !== undefined)('RabbitMQ', () => {
       expect(rows.map((r) => r.message_id).sort()).toEqual(first.map((m) => m.properties.messageId).sort());
     });
 
-    it('broker stopped and restarted while the worker relays: every event delivered, each effect once, nothing dead-lettered', async () => {
+    it.each([
+      ['stopped cleanly', () => broker.halt()],
+      ['killed (SIGKILL)', () => broker.crash()],
+    ])('broker %s and restarted while the worker relays: every event delivered, each effect once, nothing dead-lettered', async (_how, stopBroker) => {
       await migrateInbox(t.db);
       const exchange = unique('x');
       const setup = await admin();
@@ -267,7 +270,7 @@ describe.skipIf(missing !== undefined)('RabbitMQ', () => {
 
       await events(10);
       await expect.poll(effectCount).toBeGreaterThanOrEqual(5);
-      await broker.halt();
+      await stopBroker();
       await events(10); // written while the broker is down
       await sleep(300);
       await broker.start();
@@ -283,6 +286,36 @@ describe.skipIf(missing !== undefined)('RabbitMQ', () => {
       expect(logged.some((m) => /^rabbitmq: connection lost/.test(m))).toBe(true);
       expect(logged).toContain('rabbitmq: connected again');
     }, 120_000);
+
+    it('a broker that stops answering: the batch times out, and the relay connects afresh once it answers again', async () => {
+      const exchange = unique('x');
+      const channel = await admin();
+      const queue = await queueFor(channel, exchange, ['reservation.#']);
+      const logged: string[] = [];
+      const relay = relayFor({ exchange, logger: { warn: (m) => logged.push(m), info: (m) => logged.push(m) } });
+      const options = { db: t.db, batchHandler: relay.batchHandler, handlerTimeoutMs: 500, leaseMs: 5000, baseDelayMs: 1, maxDelayMs: 1 };
+      await events(1);
+      expect(await runOutboxBatch(options)).toMatchObject({ processed: 1 });
+      cleanups.push(async () => broker.resume());
+      broker.pause();
+      await events(2);
+      // The confirms never come: the batch times out and the connection is dropped. The next
+      // batch's connection attempt hangs too, and is given up the same way.
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await sleep(5);
+        expect(await runOutboxBatch(options)).toEqual({ processed: 0, failed: 2, deadLettered: 0, released: 0 });
+      }
+      broker.resume();
+      await sleep(5);
+      expect(await runOutboxBatch(options)).toEqual({ processed: 2, failed: 0, deadLettered: 0, released: 0 });
+      const rows = await outbox();
+      expect(rows.map((row) => row.attempts)).toEqual([1, 3, 3]);
+      expect(logged[0]).toMatch(/^rabbitmq: connection lost \(the batch timed out waiting for publisher confirms\)/);
+      expect(logged).toContain('rabbitmq: connected again');
+      // At least once: the first attempt's messages may have reached the queue as well.
+      const ids = new Set((await drain(channel, queue, 3)).map((m) => m.properties.messageId));
+      expect([...ids].sort()).toEqual(rows.map((row) => String(row.id)).sort());
+    });
 
     it('rejects bad options with a ConfigurationError naming each', () => {
       const cases: Array<[Record<string, unknown>, RegExp]> = [

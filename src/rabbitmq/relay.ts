@@ -89,6 +89,8 @@ interface Session {
   readonly connection: AmqpConnection;
   readonly channel: AmqpConfirmChannel;
   readonly returns: Returns;
+  /** The connection or the channel closed. */
+  closed: boolean;
 }
 
 const EXCHANGE = /^[A-Za-z0-9_.:-]{1,255}$/;
@@ -196,7 +198,7 @@ class Relay {
   }
 
   async #publish(events: readonly OutboxEvent[], signal: AbortSignal | undefined): Promise<OutboxDeliveryResult[]> {
-    const session = await this.#open();
+    const session = await this.#openWithin(signal);
     // Past the handler's timeout the batch has failed already: drop the connection, which fails
     // the confirms still awaited, so that nothing waits on a broker that stopped answering.
     const abandon = () => this.#drop(session, new Error('the batch timed out waiting for publisher confirms'));
@@ -208,13 +210,51 @@ class Relay {
     }
   }
 
+  /**
+   * The open session, or a new one, unless `signal` aborts first: then that connection attempt is
+   * given up (a broker that accepts TCP but does not answer would hold it forever), and the next
+   * batch starts another.
+   */
+  #openWithin(signal: AbortSignal | undefined): Promise<Session> {
+    const opening = this.#open();
+    if (!signal) return opening;
+    return new Promise<Session>((resolve, reject) => {
+      const giveUp = () => {
+        if (this.#session === opening) this.#session = undefined;
+        reject(signal.reason ?? new Error('aborted while connecting to the broker'));
+      };
+      if (signal.aborted) return giveUp();
+      signal.addEventListener('abort', giveUp, { once: true });
+      opening.then(
+        (session) => (signal.removeEventListener('abort', giveUp), resolve(session)),
+        (error: unknown) => (signal.removeEventListener('abort', giveUp), reject(error)),
+      );
+    });
+  }
+
   /** The open session, or a new one: the connection is opened at most once at a time. */
   #open(): Promise<Session> {
-    this.#session ??= this.#connect().catch((error: unknown) => {
-      this.#session = undefined;
-      throw error;
-    });
-    return this.#session;
+    if (this.#session) return this.#session;
+    const opening: Promise<Session> = this.#connect().then(
+      (session) => {
+        // Given up while it opened (or the relay closed, or the connection died meanwhile): not ours.
+        if (this.#session !== opening || this.#closing || session.closed) {
+          if (this.#session === opening) this.#session = undefined;
+          void closeQuietly(session.connection);
+          throw new Error('The connection to the broker was given up or lost while it opened');
+        }
+        this.#current = session;
+        if (this.#lost) log(this.#options.logger, 'info', 'rabbitmq: connected again');
+        this.#lost = false;
+        return session;
+      },
+      (error: unknown) => {
+        if (this.#session === opening) this.#session = undefined;
+        throw error;
+      },
+    );
+    this.#session = opening;
+    return opening;
   }
 
   async #connect(): Promise<Session> {
@@ -223,7 +263,9 @@ class Relay {
     let session: Session | undefined;
     // Until the channel is open a failure is the caller's error; after, it ends the session.
     const lost = (error?: unknown) => {
-      if (session) this.#drop(session, error);
+      if (!session) return;
+      session.closed = true;
+      this.#drop(session, error);
     };
     connection.on('error', lost);
     connection.on('close', lost);
@@ -234,14 +276,11 @@ class Relay {
       channel.on('error', lost);
       channel.on('close', lost);
       if (this.#options.assertExchange) await channel.assertExchange(this.#options.exchange, 'topic', { durable: true });
-      session = { connection, channel, returns };
-      this.#current = session;
+      session = { connection, channel, returns, closed: false };
     } catch (error) {
       await closeQuietly(connection);
       throw error;
     }
-    if (this.#lost) log(this.#options.logger, 'info', 'rabbitmq: connected again');
-    this.#lost = false;
     return session;
   }
 

@@ -25,6 +25,10 @@ export interface ThrowawayBroker {
   halt(): Promise<void>;
   /** Kills the broker at once (SIGKILL), keeping its data: clients see their sockets drop. */
   crash(): Promise<void>;
+  /** Freezes the broker (SIGSTOP): its sockets stay open and it answers nothing, as a hung broker. */
+  pause(): void;
+  /** Lets a paused broker run again (SIGCONT). */
+  resume(): void;
   /** Starts it again after {@link halt} or {@link crash}, same port and data; resolves once it accepts connections. */
   start(): Promise<void>;
   /** Stops it and deletes its temp dir. */
@@ -211,6 +215,8 @@ export async function startRabbitMq(): Promise<ThrowawayBroker> {
     label: `RabbitMQ ${version ?? '?'}`,
     // Erlang takes SIGTERM as `init:stop()`: a clean shutdown.
     halt: () => kill('SIGTERM'),
+    pause: () => void (pgid !== undefined && process.kill(-pgid, 'SIGSTOP')),
+    resume: () => void (pgid !== undefined && process.kill(-pgid, 'SIGCONT')),
     crash: () => kill('SIGKILL'),
     start: async () => {
       if (pgid !== undefined && groupAlive(pgid)) return;
