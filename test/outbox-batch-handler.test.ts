@@ -1,3 +1,4 @@
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { expect, it } from 'vitest';
 import { ConfigurationError, type OutboxEvent, ReservationEngine, runOutboxBatch, startWorker } from '../src/index.js';
 import { caught, describeEachDialect, unique } from './support/db.js';
@@ -42,6 +43,19 @@ describeEachDialect('runOutboxBatch with a batchHandler', (t) => {
     const result = await runOutboxBatch({ db: t.db, now: at(1), batchHandler: batchHandler as never, handlerTimeoutMs: 50, leaseMs: 1000 });
     expect(result).toEqual({ processed: 0, failed: 2, deadLettered: 0, released: 0 });
     for (const row of await rows()) expect(row.last_error).toMatch(error);
+  });
+
+  it('each event of a batch gets its delivery span, failed by its own result', async () => {
+    await events(3);
+    const spans = new InMemorySpanExporter();
+    const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
+    const batchHandler = async (batch: readonly OutboxEvent[]) =>
+      batch.map((_event, index): PromiseSettledResult<unknown> => (index === 2 ? { status: 'rejected', reason: new Error('nacked') } : { status: 'fulfilled', value: undefined }));
+    await runOutboxBatch({ db: t.db, now: at(1), batchHandler, telemetry: { tracerProvider } });
+    const deliveries = spans.getFinishedSpans().filter((span) => span.name === 'reservation-engine deliver reservation.created');
+    expect(deliveries.map((span) => span.status.code)).toEqual([0, 0, 2]);
+    expect(deliveries[2]!.status.message).toBe('Error: nacked');
+    expect(spans.getFinishedSpans().filter((span) => span.name === 'reservation-engine runOutboxBatch')).toHaveLength(1);
   });
 
   it('Promise.allSettled is a batch handler', async () => {
