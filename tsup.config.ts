@@ -1,12 +1,13 @@
 import { defineConfig } from 'tsup';
 
-// Drivers and Kysely come from the host application.
-const external = ['kysely', 'mysql2', 'pg', '@electric-sql/pglite'];
+// Drivers, Kysely and the AMQP client come from the host application.
+const external = ['kysely', 'mysql2', 'pg', '@electric-sql/pglite', 'amqplib'];
 
 // `npm run build` empties dist/ first: these two builds run side by side and must not clean it.
 export default defineConfig([
   {
-    entry: ['src/index.ts'],
+    // The library and its `reservation-engine/rabbitmq` subpath.
+    entry: { index: 'src/index.ts', rabbitmq: 'src/rabbitmq/index.ts' },
     format: ['esm', 'cjs'],
     dts: true,
     // import.meta.url in the CommonJS build (the optional OpenTelemetry API is loaded with createRequire).

@@ -21,12 +21,13 @@ import { embeddedMemory } from './scenarios/embedded-memory.js';
 import { hotItem } from './scenarios/hot-item.js';
 import { manyItems } from './scenarios/many-items.js';
 import { outbox } from './scenarios/outbox.js';
+import { rabbitmq } from './scenarios/rabbitmq.js';
 import { replay } from './scenarios/replay.js';
 import { scale } from './scenarios/scale.js';
 import { soldOut } from './scenarios/sold-out.js';
 import { telemetry } from './scenarios/telemetry.js';
 
-const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog, scale, embeddedMemory, telemetry];
+const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog, scale, embeddedMemory, telemetry, rabbitmq];
 const DIALECTS: DialectName[] = ['mysql', 'postgres', 'pglite'];
 
 const USAGE = `Usage: npm run bench -- [options]

@@ -11,7 +11,14 @@ export type {
 export type { WriteOptions } from './engine/host-transaction.js';
 export { DEFAULT_TABLE_PREFIX } from './schema/tables.js';
 export { runOutboxBatch } from './outbox/run-outbox-batch.js';
-export type { OutboxBatchResult, OutboxHandler, OutboxHandlerContext, RunOutboxBatchOptions } from './outbox/run-outbox-batch.js';
+export type {
+  OutboxBatchHandler,
+  OutboxBatchResult,
+  OutboxDeliveryResult,
+  OutboxHandler,
+  OutboxHandlerContext,
+  RunOutboxBatchOptions,
+} from './outbox/run-outbox-batch.js';
 export { expireBatch } from './expiry/expire-batch.js';
 export type { ExpireBatchOptions, ExpireBatchResult } from './expiry/expire-batch.js';
 export { migrateToLatest, reservationEngineMigrations, reservationEngineMigrationProvider } from './migrations/index.js';

@@ -69,7 +69,7 @@ it('every README and TSDoc sample compiles under strict', () => {
     skipLibCheck: true,
     esModuleInterop: true,
     baseUrl: ROOT,
-    paths: { 'reservation-engine': ['./src/index.ts'] },
+    paths: { 'reservation-engine': ['./src/index.ts'], 'reservation-engine/rabbitmq': ['./src/rabbitmq/index.ts'] },
   });
   // The samples' own diagnostics, all of them; the library's files are checked only as far as
   // the samples use them (getPreEmitDiagnostics would check all of src/ too, and throw that away).

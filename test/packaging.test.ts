@@ -8,21 +8,23 @@ const files = (dir: string): string[] =>
     entry.isDirectory() ? files(path.join(dir, entry.name)) : entry.name.endsWith('.ts') ? [path.join(dir, entry.name)] : [],
   );
 
-it('never imports a database driver statically: a MySQL user needs neither pg nor PGlite, and the reverse', () => {
+it('never imports a database driver or amqplib statically: a MySQL user needs neither pg nor PGlite, and the reverse', () => {
   const offenders = files(SRC).flatMap((file) => {
     const text = readFileSync(file, 'utf8');
-    return [...text.matchAll(/^\s*import\s[^;]*?from\s+['"](mysql2|pg|@electric-sql\/pglite)(\/[^'"]*)?['"]/gm)]
+    return [...text.matchAll(/^\s*import\s[^;]*?from\s+['"](mysql2|pg|@electric-sql\/pglite|amqplib)(\/[^'"]*)?['"]/gm)]
       .filter((m) => !/^\s*import\s+type\s/.test(m[0]))
       .map((m) => `${path.relative(SRC, file)}: ${m[0].trim()}`);
   });
   expect(offenders).toEqual([]);
   // The one driver the library loads itself, PGlite, is loaded lazily.
   expect(readFileSync(path.join(SRC, 'embedded/create-embedded-database.ts'), 'utf8')).toContain("await import('@electric-sql/pglite')");
+  // So is amqplib, by the relay, and only when given a url.
+  expect(readFileSync(path.join(SRC, 'rabbitmq/amqp.ts'), 'utf8')).toContain("await import('amqplib')");
 });
 
 it('declares the drivers as optional peer dependencies', () => {
   const pkg = JSON.parse(readFileSync(path.resolve(SRC, '../package.json'), 'utf8'));
-  for (const driver of ['mysql2', 'pg', '@electric-sql/pglite']) {
+  for (const driver of ['mysql2', 'pg', '@electric-sql/pglite', 'amqplib']) {
     expect(pkg.peerDependencies[driver]).toBeDefined();
     expect(pkg.peerDependenciesMeta[driver]).toEqual({ optional: true });
     expect(pkg.dependencies?.[driver]).toBeUndefined();
@@ -73,6 +75,16 @@ it('exports exactly the documented public surface: nothing internal', async () =
   const codes = readFileSync(path.join(SRC, 'errors.ts'), 'utf8').match(/export type ReservationErrorCode =([\s\S]*?);/)![1]!.match(/'([A-Z_]+)'/g)!;
   expect(codes.length).toBeGreaterThanOrEqual(14);
   for (const code of codes) expect(readme).toContain(`\`${code.slice(1, -1)}\``);
+});
+
+it('reservation-engine/rabbitmq exports the relay and the inbox, and nothing internal', async () => {
+  const rabbitmq = await import('../src/rabbitmq/index.js');
+  expect(Object.keys(rabbitmq).sort()).toEqual(['consumeOnce', 'createRabbitMqRelay', 'migrateInbox']);
+  const pkg = JSON.parse(readFileSync(path.resolve(SRC, '../package.json'), 'utf8'));
+  expect(pkg.exports['./rabbitmq']).toEqual({
+    import: { types: './dist/rabbitmq.d.ts', default: './dist/rabbitmq.js' },
+    require: { types: './dist/rabbitmq.d.cts', default: './dist/rabbitmq.cjs' },
+  });
 });
 
 it('ships a LICENSE matching package.json', () => {

@@ -1,5 +1,6 @@
 // What the README's and TSDoc's samples take as given: a host's database, engine, broker and HTTP objects.
 import type { Kysely } from 'kysely';
+import type { Channel } from 'amqplib';
 import type { ReservationEngine } from 'reservation-engine';
 
 interface HostResponse {
@@ -16,5 +17,7 @@ declare global {
   const res: HostResponse;
   const idempotencyKey: string;
   const itemId: number;
+  /** An amqplib channel a consumer reads from. */
+  const channel: Channel;
   const app: { use(handler: (error: unknown, req: unknown, res: HostResponse, next: unknown) => void): void };
 }

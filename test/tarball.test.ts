@@ -236,6 +236,10 @@ export async function handle(trx: Kysely<any>): Promise<ReservationStatus> {
   }
 }
 export type Checks = [ExpireBatchResult['failed'], ReservationPage['next'], ItemsTable['held_quantity']];
+// The subpath's declarations, without amqplib installed: they name none of its types.
+import { consumeOnce, createRabbitMqRelay, type RabbitMqRelay } from 'reservation-engine/rabbitmq';
+export const relay: RabbitMqRelay = createRabbitMqRelay({ url: 'amqp://localhost', exchange: 'reservations' });
+export const once = (trx: Kysely<any>) => consumeOnce({ db: trx, messageId: 'm-1', handler: async (inner) => inner.selectFrom('orders').selectAll().execute() });
 `,
   );
   // A CommonJS host (require condition: index.d.cts), next to the ES module one (index.d.ts).
@@ -243,6 +247,8 @@ export type Checks = [ExpireBatchResult['failed'], ReservationPage['next'], Item
     path.join(scratch, 'host.cts'),
     `import type { Kysely } from 'kysely';
 import { ReservationEngine, ReservationError, toProblem, type ReservationStatus, type ReserveResult } from 'reservation-engine';
+import { createRabbitMqRelay, type OutboxBatchHandler } from 'reservation-engine/rabbitmq';
+export const batchHandler: OutboxBatchHandler = createRabbitMqRelay({ url: 'amqp://localhost', exchange: 'reservations' }).batchHandler;
 declare const db: Kysely<any>;
 const engine = new ReservationEngine({ db });
 export async function handle(): Promise<ReservationStatus | number> {
@@ -266,11 +272,47 @@ export async function handle(): Promise<ReservationStatus | number> {
   const [bundler, node16] = await Promise.all([check(['host.ts'], 'esnext', 'bundler'), check(['host.ts', 'host.cts'], 'node16', 'node16')]);
   for (const result of [bundler, node16]) expect({ code: result.code, diagnostics: result.stdout.trim() }).toEqual({ code: 0, diagnostics: '' });
   // Both entry points' declarations were checked, not skipped as a library's.
-  expect(JSON.parse(bundler.stderr)).toEqual(expect.arrayContaining(['host.ts', 'node_modules/reservation-engine/dist/index.d.ts']));
+  expect(JSON.parse(bundler.stderr)).toEqual(expect.arrayContaining(['host.ts', 'node_modules/reservation-engine/dist/index.d.ts', 'node_modules/reservation-engine/dist/rabbitmq.d.ts']));
   expect(JSON.parse(node16.stderr)).toEqual(
-    expect.arrayContaining(['host.ts', 'host.cts', 'node_modules/reservation-engine/dist/index.d.ts', 'node_modules/reservation-engine/dist/index.d.cts']),
+    expect.arrayContaining([
+      'host.ts',
+      'host.cts',
+      'node_modules/reservation-engine/dist/index.d.ts',
+      'node_modules/reservation-engine/dist/index.d.cts',
+      'node_modules/reservation-engine/dist/rabbitmq.d.cts',
+    ]),
   );
 });
+
+it.concurrent('reservation-engine/rabbitmq loads from ESM and CommonJS without amqplib installed, and its inbox works', async ({ expect }) => {
+  // amqplib is an optional peer: the scratch project does not have it, so a relay with a url fails
+  // its batches with MISSING_DEPENDENCY (and would connect with it installed).
+  const program = (load: string) => `${load}
+let config;
+try { createRabbitMqRelay({ exchange: 'reservations' }); } catch (error) { config = error instanceof ConfigurationError && error.code; }
+const relay = createRabbitMqRelay({ url: 'amqp://127.0.0.1:1', exchange: 'reservations' });
+const missing = await relay.batchHandler([], { signal: AbortSignal.timeout(5000) }).then(() => 'published', (error) => error.code);
+await relay.close();
+const db = await createEmbeddedDatabase();
+await migrateInbox(db);
+const effect = () => 'effect';
+const first = await consumeOnce({ db, messageId: 'm-1', handler: effect });
+const again = await consumeOnce({ db, messageId: 'm-1', handler: effect });
+await db.destroy();
+console.log(JSON.stringify({ config, missing, first, again }));`;
+  writeFileSync(
+    path.join(scratch, 'rabbitmq-esm.mjs'),
+    program("import { ConfigurationError, createEmbeddedDatabase } from 'reservation-engine';\nimport { consumeOnce, createRabbitMqRelay, migrateInbox } from 'reservation-engine/rabbitmq';"),
+  );
+  writeFileSync(
+    path.join(scratch, 'rabbitmq-cjs.cjs'),
+    `(async () => {${program("const { ConfigurationError, createEmbeddedDatabase } = require('reservation-engine');\nconst { consumeOnce, createRabbitMqRelay, migrateInbox } = require('reservation-engine/rabbitmq');")}})();`,
+  );
+  const expected = { config: 'INVALID_CONFIGURATION', missing: 'MISSING_DEPENDENCY', first: { duplicate: false, result: 'effect' }, again: { duplicate: true } };
+  const [esm, cjs] = await Promise.all([run(process.execPath, ['rabbitmq-esm.mjs']), run(process.execPath, ['rabbitmq-cjs.cjs'])]);
+  expect(JSON.parse(esm)).toEqual(expected);
+  expect(JSON.parse(cjs)).toEqual(expected);
+}, 60_000);
 
 it.concurrent('the command explains itself, and refuses what it cannot do in one line with exit code 2 (usage) or 1 (database)', async ({ expect }) => {
   writeFileSync(path.join(scratch, 'noop.mjs'), 'export default async () => {};\n');

@@ -155,6 +155,8 @@ export async function runDrain(step: (worker: number) => Promise<number>, o: Dra
     latency: latencies.summary(),
     nodeCpu,
     ...serverUsage(before, after, items, wallMs),
+    // For mergeMeasurements (interleaved rounds); not written to the results file.
+    samples: latencies,
   };
 }
 

@@ -57,6 +57,9 @@ export function evaluateTargets(results: ScenarioResult[], concurrencies: number
     ratioTarget(find, 'outbox, 4 callers, batch 100: ≥ 0.8× bare loop', 'outbox', 'engine', 'bare', { workers: 4, batch: 100 }, 0.8),
     rateTarget(find, 'expiry, 1 caller, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 1, batch: 1000 }, 10_000, 'reservations/s'),
     rateTarget(find, 'expiry, 4 callers, batch 1,000: ≥ 10,000 reservations/s', 'expiry', 'engine', { workers: 4, batch: 1000 }, 10_000, 'reservations/s'),
+    // Issue 14: the relay publishes as fast as amqplib by hand, and the whole relay keeps up with a hand-written one.
+    ratioTarget(find, 'rabbitmq, batch 100: relay.batchHandler ≥ 0.7× bare amqplib', 'rabbitmq', 'publisher', 'bare', { batch: 100 }, 0.7),
+    ratioTarget(find, 'rabbitmq, batch 100: runOutboxBatch + relay ≥ 0.7× bare SQL + bare amqplib', 'rabbitmq', 'relay', 'bare-relay', { batch: 100 }, 0.7),
   );
   // Issue 13: OpenTelemetry's cost on the reserve path.
   for (const c of concurrencies) {

@@ -25,8 +25,48 @@ export interface OutboxHandlerContext {
 /** Delivers one event; resolve to acknowledge it, throw or reject to have it retried. */
 export type OutboxHandler = (event: OutboxEvent, context: OutboxHandlerContext) => unknown;
 
+/**
+ * What a batch handler reports for one event, in the shape `Promise.allSettled` reports a promise:
+ * `{ status: 'fulfilled', value }` acknowledges it, `{ status: 'rejected', reason }` has it
+ * retried (or dead-lettered) with `reason` recorded as its error.
+ */
+export type OutboxDeliveryResult = PromiseSettledResult<unknown>;
+
+/**
+ * Delivers a batch of events together (publish them all, then await the broker's confirms once)
+ * and resolves to one {@link OutboxDeliveryResult} per event, in the order of `events`. Each
+ * result is recorded on its own: a rejected event is retried with the outbox's backoff and
+ * dead-lettered after `maxAttempts`, while its neighbours are acknowledged. Throwing, rejecting or
+ * timing out fails every event of the batch.
+ *
+ * @example
+ * ```ts
+ * import { type OutboxBatchHandler, runOutboxBatch } from 'reservation-engine';
+ *
+ * const batchHandler: OutboxBatchHandler = (events, { signal }) =>
+ *   Promise.allSettled(events.map((event) => broker.publish(event.type, event.payload, { messageId: event.id, signal })));
+ * await runOutboxBatch({ db, batchHandler });
+ * ```
+ */
+export type OutboxBatchHandler = (events: readonly OutboxEvent[], context: OutboxHandlerContext) => PromiseLike<readonly OutboxDeliveryResult[]> | readonly OutboxDeliveryResult[];
+
 /** Options of {@link runOutboxBatch}. */
 export interface RunOutboxBatchOptions {
+  /**
+   * Delivers one event (publish to a broker, call a webhook…). Resolve to acknowledge; throw or
+   * reject to have it retried later. Called one event at a time, outside any transaction.
+   * Delivery is at least once: use `event.id` to drop duplicates.
+   * Pass `handler` or `batchHandler`, not both.
+   */
+  readonly handler?: OutboxHandler;
+  /**
+   * Delivers the claimed events together, in one call (see {@link OutboxBatchHandler}), outside
+   * any transaction; `handlerTimeoutMs` bounds the whole call. For brokers whose confirms are
+   * cheapest awaited together, such as RabbitMQ's (`reservation-engine/rabbitmq`).
+   * Delivery is at least once: use `event.id` to drop duplicates.
+   * Pass `handler` or `batchHandler`, not both.
+   */
+  readonly batchHandler?: OutboxBatchHandler;
   /** The host's Kysely instance (see {@link ReservationEngineOptions.db}). */
   readonly db: Kysely<any>;
   /**
@@ -39,12 +79,6 @@ export interface RunOutboxBatchOptions {
    * @defaultValue detected from the Kysely adapter
    */
   readonly dialect?: DatabaseKind;
-  /**
-   * Delivers one event (publish to a broker, call a webhook…). Resolve to acknowledge; throw or
-   * reject to have it retried later. Called one event at a time, outside any transaction.
-   * Delivery is at least once: use `event.id` to drop duplicates.
-   */
-  readonly handler: OutboxHandler;
   /**
    * Most events claimed by this call, 1–10,000.
    * @defaultValue 100
@@ -120,7 +154,8 @@ const DEFAULT_HANDLER_TIMEOUT_MS = 10_000;
 const optionsSchema = z
   .strictObject({
     ...dbOptionsShape,
-    handler: functionSchema<OutboxHandler>(),
+    handler: functionSchema<OutboxHandler>().optional(),
+    batchHandler: functionSchema<OutboxBatchHandler>().optional(),
     limit: batchLimitSchema(100),
     maxAttempts: integer(1, 1000).default(10),
     baseDelayMs: integer(0, 86_400_000).default(1000),
@@ -131,9 +166,24 @@ const optionsSchema = z
     logger: loggerSchema.optional(),
     telemetry: telemetrySchema.optional(),
   })
+  .superRefine(oneHandler)
   .refine((o) => o.maxDelayMs >= o.baseDelayMs, { error: 'must not be less than baseDelayMs', path: ['maxDelayMs'] })
   // Room for at least one whole delivery in every lease, whatever the claim took.
   .refine((o) => o.handlerTimeoutMs === undefined || o.handlerTimeoutMs * 2 <= o.leaseMs, { error: 'must be at most half of leaseMs', path: ['handlerTimeoutMs'] });
+
+/**
+ * @internal
+ * Exactly one of `handler` and `batchHandler` (a refinement for `runOutboxBatch`'s and
+ * `startWorker`'s schemas): without either, the message names `handler`, as it did before
+ * `batchHandler` existed.
+ */
+export function oneHandler(options: { readonly handler?: unknown; readonly batchHandler?: unknown }, context: z.RefinementCtx): void {
+  if (options.handler === undefined && options.batchHandler === undefined) {
+    context.addIssue({ code: 'custom', path: ['handler'], message: 'must be a function (or pass batchHandler)' });
+  } else if (options.handler !== undefined && options.batchHandler !== undefined) {
+    context.addIssue({ code: 'custom', path: ['batchHandler'], message: 'pass handler or batchHandler, not both' });
+  }
+}
 
 type Options = z.output<typeof optionsSchema> & { readonly handlerTimeoutMs: number };
 
@@ -179,32 +229,20 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
   const started = performance.now();
   const claim = await claimEvents(db, dialect, { now, leaseUntil, limit: o.limit, maxAttempts: o.maxAttempts });
   const acks = new AckQueue((rowIds) => markProcessed(db, dialect, rowIds, leaseUntil, now));
-  let processed = 0;
-  let failed = 0;
-  let deadLettered = claim.deadLettered.length;
-  let released = 0;
+  const counts = { processed: 0, failed: 0, deadLettered: claim.deadLettered.length, released: 0 };
   for (const dead of claim.deadLettered) {
     telemetry.outboxEvents('dead_lettered', dead.type);
     log(o.logger, 'error', `outbox: event ${dead.rowId} (${dead.type}) dead-lettered: ${dead.error}`, { eventId: String(dead.rowId), type: dead.type });
   }
 
-  for (const [index, claimed] of claim.events.entries()) {
-    // Too little lease left for one more full delivery: hand the rest back rather than risk
-    // another worker claiming an event while this one still delivers it.
-    const leaseLeft = o.leaseMs - (performance.now() - started);
-    if (leaseLeft <= o.handlerTimeoutMs || acks.failed) {
-      const rest = claim.events.slice(index).map((c) => c.rowId);
-      if (!acks.failed) await releaseEvents(db, dialect, rest, leaseUntil, now);
-      released = rest.length;
-      break;
-    }
+  /** Records one event's outcome: acknowledged (group-committed), or failed and scheduled again or dead-lettered. */
+  const record = async (claimed: ClaimedEvent, error: unknown): Promise<void> => {
     const { event } = claimed;
-    const error = telemetry === NO_TELEMETRY ? await deliver(o.handler, claimed, o.handlerTimeoutMs) : await telemetry.deliver(event, () => deliver(o.handler, claimed, o.handlerTimeoutMs));
     if (error === undefined) {
       acks.push(claimed.rowId);
-      processed++;
+      counts.processed++;
       telemetry.outboxEvents('delivered', event.type);
-      continue;
+      return;
     }
     const final = event.attempts >= o.maxAttempts;
     const retryAt = final ? null : new Date(now.getTime() + retryDelayMs(event.attempts, o.baseDelayMs, o.maxDelayMs));
@@ -212,13 +250,35 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
     await markFailed(db, dialect, claimed.rowId, leaseUntil, now, described, retryAt);
     const details = { eventId: event.id, type: event.type, attempt: event.attempts };
     if (final) {
-      deadLettered++;
+      counts.deadLettered++;
       telemetry.outboxEvents('dead_lettered', event.type);
       log(o.logger, 'error', `outbox: event ${event.id} (${event.type}) dead-lettered after attempt ${event.attempts}: ${described}`, details);
     } else {
-      failed++;
+      counts.failed++;
       telemetry.outboxEvents('failed', event.type);
       log(o.logger, 'warn', `outbox: event ${event.id} (${event.type}) failed (attempt ${event.attempts}), retried at ${retryAt!.toISOString()}: ${described}`, details);
+    }
+  };
+
+  /** Too little lease left for one more full delivery: hand the rest back rather than risk another worker claiming an event while this one still delivers it. */
+  const handBack = async (rest: readonly ClaimedEvent[]): Promise<boolean> => {
+    const leaseLeft = o.leaseMs - (performance.now() - started);
+    if (leaseLeft > o.handlerTimeoutMs && !acks.failed) return false;
+    if (!acks.failed) await releaseEvents(db, dialect, rest.map((c) => c.rowId), leaseUntil, now);
+    counts.released = rest.length;
+    return true;
+  };
+
+  if (o.batchHandler) {
+    if (claim.events.length > 0 && !(await handBack(claim.events))) {
+      const errors = await deliverTogether(o.batchHandler, claim.events, o.handlerTimeoutMs, telemetry);
+      for (const [index, claimed] of claim.events.entries()) await record(claimed, errors[index]);
+    }
+  } else {
+    for (const [index, claimed] of claim.events.entries()) {
+      if (await handBack(claim.events.slice(index))) break;
+      const run = () => deliver(o.handler!, claimed, o.handlerTimeoutMs);
+      await record(claimed, telemetry === NO_TELEMETRY ? await run() : await telemetry.deliver(claimed.event, run));
     }
   }
   try {
@@ -227,7 +287,7 @@ async function deliverBatch(db: Kysely<Database>, dialect: SqlDialect, o: Option
     log(o.logger, 'error', `outbox: could not mark delivered events processed; they are delivered again once their lease ends`, { error });
     throw error;
   }
-  return { processed, failed, deadLettered, released };
+  return { ...counts };
 }
 
 /**
@@ -282,6 +342,46 @@ class AckQueue {
 
 /** Runs the handler for one event within `timeoutMs`; resolves to what it threw, or `undefined` on success. */
 async function deliver(handler: OutboxHandler, { event }: ClaimedEvent, timeoutMs: number): Promise<unknown> {
+  const settled = await settleWithin((context) => handler(event, context), timeoutMs);
+  return settled.ok ? undefined : settled.error;
+}
+
+/**
+ * Runs the batch handler once for all `claimed` events within `timeoutMs`; resolves to each
+ * event's failure, or `undefined` for a delivered one, in order. A handler that throws, times
+ * out or answers with something other than one result per event fails them all.
+ *
+ * With OpenTelemetry each event still gets its delivery span (linked to the span that wrote it,
+ * failed or not by its own result), all timed by the one call; the handler itself runs in the
+ * batch's span, since one publish cannot be the child of every event's span.
+ */
+async function deliverTogether(handler: OutboxBatchHandler, claimed: readonly ClaimedEvent[], timeoutMs: number, telemetry: Telemetry): Promise<unknown[]> {
+  const events = claimed.map((c) => c.event);
+  const together = settleWithin((context) => handler(events, context), timeoutMs).then((settled) => eachFailure(settled, events.length));
+  if (telemetry === NO_TELEMETRY) return together;
+  return Promise.all(events.map((event, index) => telemetry.deliver(event, () => together.then((errors) => errors[index]))));
+}
+
+/** What a batch handler's answer means for each of `count` events: its failure, or `undefined`. */
+function eachFailure(settled: Settled<unknown>, count: number): unknown[] {
+  if (!settled.ok) return Array.from({ length: count }, () => settled.error);
+  const results = settled.value;
+  if (!Array.isArray(results) || results.length !== count) {
+    const error = new TypeError(`The batchHandler must resolve to one result per event (${count}), got ${Array.isArray(results) ? `${results.length} results` : String(results === null ? null : typeof results)}`);
+    return Array.from({ length: count }, () => error);
+  }
+  return results.map((result: unknown) => {
+    const { status, reason } = (result ?? {}) as { status?: unknown; reason?: unknown };
+    if (status === 'fulfilled') return undefined;
+    if (status === 'rejected') return reason ?? new Error(`The batchHandler rejected the event with ${String(reason)}`);
+    return new TypeError("The batchHandler's result for the event is neither { status: 'fulfilled' } nor { status: 'rejected', reason }");
+  });
+}
+
+type Settled<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
+
+/** Runs `work` with a context whose signal aborts after `timeoutMs`; resolves to its value or to what it threw (or the timeout). */
+async function settleWithin<T>(work: (context: OutboxHandlerContext) => T | PromiseLike<T>, timeoutMs: number): Promise<Settled<T>> {
   // The AbortController and the timer cost only handlers that use the signal or return a promise.
   let controller: AbortController | undefined;
   let timedOut: Error | undefined;
@@ -295,8 +395,8 @@ async function deliver(handler: OutboxHandler, { event }: ClaimedEvent, timeoutM
   };
   let timer: NodeJS.Timeout | undefined;
   try {
-    const result = handler(event, context);
-    if (!isThenable(result)) return undefined;
+    const result = work(context);
+    if (!isThenable(result)) return { ok: true, value: result };
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         timedOut = new Error(`The handler did not settle within handlerTimeoutMs (${timeoutMs} ms)`);
@@ -305,10 +405,9 @@ async function deliver(handler: OutboxHandler, { event }: ClaimedEvent, timeoutM
         reject(timedOut);
       }, timeoutMs);
     });
-    await Promise.race([result, timeout]);
-    return undefined;
+    return { ok: true, value: await Promise.race([result, timeout]) };
   } catch (error) {
-    return error ?? new Error(`The handler threw ${String(error)}`);
+    return { ok: false, error: error ?? new Error(`The handler threw ${String(error)}`) };
   } finally {
     clearTimeout(timer);
   }

@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import { dialectOf } from '../dialects/index.js';
 import { type ExpireBatchResult, expireBatch } from '../expiry/expire-batch.js';
-import { type OutboxBatchResult, type OutboxHandler, type RunOutboxBatchOptions, runOutboxBatch } from '../outbox/run-outbox-batch.js';
+import { type OutboxBatchHandler, type OutboxBatchResult, type OutboxHandler, type RunOutboxBatchOptions, runOutboxBatch } from '../outbox/run-outbox-batch.js';
 import { type PurgeBatchOptions, type PurgeBatchResult, purgeBatch, type RetentionPeriods } from '../retention/purge-batch.js';
 import { schemaNames } from '../schema/tables.js';
 import type { DatabaseKind } from '../types.js';
@@ -64,8 +64,10 @@ export interface StartWorkerOptions {
    * @defaultValue detected from the Kysely adapter
    */
   readonly dialect?: DatabaseKind;
-  /** Delivers one outbox event (see {@link RunOutboxBatchOptions.handler}). */
-  readonly handler: OutboxHandler;
+  /** Delivers one outbox event (see {@link RunOutboxBatchOptions.handler}). Pass `handler` or `batchHandler`. */
+  readonly handler?: OutboxHandler;
+  /** Delivers each batch of outbox events at once (see {@link RunOutboxBatchOptions.batchHandler}). Pass `handler` or `batchHandler`. */
+  readonly batchHandler?: OutboxBatchHandler;
   /**
    * Stops the worker when aborted, as {@link RunningWorker.stop} does: no batch starts after
    * it, the batches in hand finish, then {@link RunningWorker.stopped} resolves.
@@ -226,7 +228,7 @@ export function startWorker(options: StartWorkerOptions): RunningWorker {
 
   const outbox = { batches: 0, processed: 0, failed: 0, deadLettered: 0, released: 0 };
   const outboxLoop = new PollLoop('outbox', async () => {
-    const result = await runOutboxBatch({ ...o.outbox, ...target, handler: o.handler });
+    const result = await runOutboxBatch({ ...o.outbox, ...target, handler: o.handler, batchHandler: o.batchHandler });
     outbox.batches++;
     outbox.processed += result.processed;
     outbox.failed += result.failed;

@@ -1,6 +1,6 @@
 import { loggerSchema } from '../observability/logger.js';
 import { z } from 'zod';
-import type { OutboxHandler } from '../outbox/run-outbox-batch.js';
+import { type OutboxBatchHandler, type OutboxHandler, oneHandler } from '../outbox/run-outbox-batch.js';
 import { reservationsOutliveKeys, retentionShape } from '../retention/purge-batch.js';
 import { dbOptionsShape, functionSchema, integer, MAX_BATCH_LIMIT, telemetrySchema } from '../validation.js';
 
@@ -51,7 +51,8 @@ const pauseMs = (defaultMs: number) => integer(1, DAY_MS).default(defaultMs);
 export const workerOptionsSchema = z
   .strictObject({
     ...dbOptionsShape,
-    handler: functionSchema<OutboxHandler>(),
+    handler: functionSchema<OutboxHandler>().optional(),
+    batchHandler: functionSchema<OutboxBatchHandler>().optional(),
     signal: signalSchema.optional(),
     outbox: outboxSchema.default({}),
     expire: expireSchema.default({ limit: DEFAULT_EXPIRE_LIMIT }),
@@ -63,5 +64,6 @@ export const workerOptionsSchema = z
     logger: loggerSchema.optional(),
     telemetry: telemetrySchema.optional(),
   })
+  .superRefine(oneHandler)
   .refine((o) => o.maxIdleIntervalMs >= o.idleIntervalMs, { error: 'must not be less than idleIntervalMs', path: ['maxIdleIntervalMs'] })
   .refine((o) => o.maxErrorIntervalMs >= o.errorIntervalMs, { error: 'must not be less than errorIntervalMs', path: ['maxErrorIntervalMs'] });
