@@ -246,7 +246,7 @@ describeEachDialect('hostile input', (t) => {
       'configuration',
       'handlerTimeoutMs: must be at most half of leaseMs',
     ],
-    ['runOutboxBatch without a handler', () => runOutboxBatch({ db: t.db } as never), 'configuration', 'handler: must be a function'],
+    ['runOutboxBatch without a handler', () => runOutboxBatch({ db: t.db } as never), 'configuration', 'handler: must be a function (or pass batchHandler)'],
     ['runOutboxBatch(null)', () => runOutboxBatch(null as never), 'configuration', 'options: must be an object, got null'],
     ['runOutboxBatch with an invalid now', () => runOutboxBatch({ db: t.db, handler: async () => {}, now: new Date('nope') }), 'configuration', 'now: must be a valid Date'],
     [
