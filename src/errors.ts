@@ -12,6 +12,7 @@ export type ReservationErrorCode =
   | 'IDEMPOTENCY_CONFLICT'
   | 'INVALID_STATE'
   | 'RESERVATION_EXPIRED'
+  | 'HOLD_LIMIT_EXCEEDED'
   | 'DUPLICATE_SKU'
   | 'TRANSACTION_CONFLICT'
   | 'OUTCOME_UNKNOWN'
@@ -159,14 +160,39 @@ export class NotFoundError extends ReservationError {
 export class InsufficientStockError extends ReservationError {
   static override readonly codes: readonly string[] = ['INSUFFICIENT_STOCK'];
   declare readonly code: 'INSUFFICIENT_STOCK';
+  /** The first short line's item (the only one for a single-item reservation). */
+  readonly itemId: number;
+  /** Units that line asked for. */
+  readonly requested: number;
+  /** Units of that item available. */
+  readonly available: number;
+  /** Every line that could not be held, in ascending item id: all of them for a reservation of several items. */
+  readonly lines: readonly ShortLine[];
 
-  constructor(
-    readonly itemId: number,
-    readonly requested: number,
-    readonly available: number,
-  ) {
-    super(`Item ${itemId} has ${available} available, ${requested} requested`, 'INSUFFICIENT_STOCK', 409);
+  constructor(itemId: number, requested: number, available: number);
+  constructor(lines: readonly ShortLine[]);
+  constructor(...args: [number, number, number] | [readonly ShortLine[]]) {
+    const lines: readonly ShortLine[] = Object.freeze(
+      (typeof args[0] === 'number' ? [{ itemId: args[0], requested: args[1]!, available: args[2]! }] : args[0]).map((line) => Object.freeze({ ...line })),
+    );
+    const describeLine = (line: ShortLine) => `item ${line.itemId} has ${line.available} available, ${line.requested} requested`;
+    super(
+      lines.length === 1 ? `Item ${lines[0]!.itemId} has ${lines[0]!.available} available, ${lines[0]!.requested} requested` : `Not enough stock for ${lines.length} lines: ${lines.map(describeLine).join('; ')}`,
+      'INSUFFICIENT_STOCK',
+      409,
+    );
+    this.itemId = lines[0]!.itemId;
+    this.requested = lines[0]!.requested;
+    this.available = lines[0]!.available;
+    this.lines = lines;
   }
+}
+
+/** A line of a reservation that could not be held: what it asked for and what the item had. */
+export interface ShortLine {
+  readonly itemId: number;
+  readonly requested: number;
+  readonly available: number;
 }
 
 /** The idempotency key was already used with a different request. Code `IDEMPOTENCY_CONFLICT`, status 409. */
@@ -190,14 +216,37 @@ export class InvalidStateError extends ReservationError {
   constructor(
     readonly reservationId: string,
     readonly currentStatus: ReservationStatus,
-    readonly attempted: 'confirm' | 'cancel',
+    readonly attempted: 'confirm' | 'cancel' | 'extend',
     expired = false,
   ) {
     super(
       expired
-        ? `Reservation ${reservationId} expired and can no longer be confirmed`
+        ? `Reservation ${reservationId} expired and can no longer be ${attempted === 'extend' ? 'extended' : 'confirmed'}`
         : `Cannot ${attempted} reservation ${reservationId}: it is ${currentStatus}`,
       expired ? 'RESERVATION_EXPIRED' : 'INVALID_STATE',
+      409,
+    );
+  }
+}
+
+/**
+ * `extend` asked to hold a reservation beyond its longest allowed hold (`createdAt` plus the
+ * engine's `maxHoldSeconds`). Nothing changed. Code `HOLD_LIMIT_EXCEEDED`, status 409.
+ */
+export class HoldLimitExceededError extends ReservationError {
+  static override readonly codes: readonly string[] = ['HOLD_LIMIT_EXCEEDED'];
+  declare readonly code: 'HOLD_LIMIT_EXCEEDED';
+
+  constructor(
+    readonly reservationId: string,
+    /** The latest `expiresAt` the reservation may have. */
+    readonly maxExpiresAt: Date,
+    /** The `expiresAt` the call asked for. */
+    readonly requestedExpiresAt: Date,
+  ) {
+    super(
+      `Reservation ${reservationId} may be held until ${maxExpiresAt.toISOString()} at the latest (maxHoldSeconds), ${requestedExpiresAt.toISOString()} requested`,
+      'HOLD_LIMIT_EXCEEDED',
       409,
     );
   }

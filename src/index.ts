@@ -1,13 +1,19 @@
 export { ReservationEngine } from './engine/reservation-engine.js';
 export type {
+  AuditInput,
   CreateItemInput,
+  ExtendInput,
   ListReservationsQuery,
   ReservationEngineOptions,
   ReservationPage,
   ReserveInput,
+  ReserveLineInput,
+  ReserveRequestBase,
   ReserveResult,
   RestockInput,
+  WriteOffInput,
 } from './engine/reservation-engine.js';
+export type { AuditDiscrepancy, AuditReport } from './audit/audit-stock.js';
 export type { WriteOptions } from './engine/host-transaction.js';
 export { DEFAULT_TABLE_PREFIX } from './schema/tables.js';
 export { runOutboxBatch } from './outbox/run-outbox-batch.js';
@@ -31,27 +37,35 @@ export {
   InsufficientStockError,
   IdempotencyConflictError,
   InvalidStateError,
+  HoldLimitExceededError,
   DuplicateSkuError,
   TransactionConflictError,
   OutcomeUnknownError,
   UnsupportedDatabaseError,
 } from './errors.js';
-export type { ReservationErrorCode, ValidationIssue } from './errors.js';
-export { MAX_QUANTITY, MAX_AVAILABLE_QUANTITY, MAX_TTL_SECONDS, MAX_BATCH_LIMIT } from './validation.js';
+export type { ReservationErrorCode, ShortLine, ValidationIssue } from './errors.js';
+export { MAX_QUANTITY, MAX_AVAILABLE_QUANTITY, MAX_TTL_SECONDS, MAX_BATCH_LIMIT, MAX_LINES } from './validation.js';
 export type {
   Item,
   Reservation,
+  ReservationLine,
   ReservationStatus,
   DatabaseKind,
   OutboxEvent,
+  OutboxEventOf,
   OutboxEventType,
+  OutboxEventPayloads,
+  ReservationEventType,
+  ItemEventType,
   ReservationEventPayload,
+  ItemWrittenOffPayload,
   Database as ReservationEngineTables,
   ItemsTable,
   ReservationsTable,
   IdempotencyRequestsTable,
   RestockRequestsTable,
   OutboxTable,
+  ReservationLinesTable,
 } from './types.js';
 export { startWorker } from './worker/start-worker.js';
 export type {

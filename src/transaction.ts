@@ -10,7 +10,7 @@ export const MAX_TRANSACTION_ATTEMPTS = 5;
 
 /**
  * @internal
- * Runs `work` in a READ COMMITTED transaction on one connection; on a deadlock, lock-wait
+ * Runs `work` in a READ COMMITTED transaction (or one that `begin` starts) on one connection; on a deadlock, lock-wait
  * timeout, serialization failure or certification failure rolls back and runs it again (see
  * {@link withRetries}). Other errors pass through.
  *
@@ -23,10 +23,15 @@ export const MAX_TRANSACTION_ATTEMPTS = 5;
  * BEGIN on it (MySQL/MariaDB) commits the half-done work. Here such a connection never goes
  * back (see {@link onConnection}).
  */
-export async function inTransaction<T>(db: Kysely<Database>, dialect: SqlDialect, work: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+export async function inTransaction<T>(
+  db: Kysely<Database>,
+  dialect: SqlDialect,
+  work: (trx: Kysely<Database>) => Promise<T>,
+  { begin = dialect.beginReadCommitted }: { readonly begin?: readonly string[] } = {},
+): Promise<T> {
   return withRetries(dialect, () =>
     onConnection(db, dialect, async (connection) => {
-      for (const statement of dialect.beginReadCommitted) await sql.raw(statement).execute(connection);
+      for (const statement of begin) await sql.raw(statement).execute(connection);
       const result = await work(connection);
       try {
         await sql`commit`.execute(connection);

@@ -88,12 +88,76 @@ export const restockSchema = z.strictObject({
   idempotencyScope: idempotencyKeySchema.optional(),
 });
 
-export const reserveSchema = z.strictObject({
+/** Most lines one reservation may hold. */
+export const MAX_LINES = 100;
+
+const lineSchema = z.strictObject({
   itemId: itemIdSchema,
   quantity: positiveInt(MAX_QUANTITY),
-  idempotencyKey: idempotencyKeySchema,
+});
+
+/**
+ * `reserve`'s input: one item (`itemId`, `quantity`) or several (`lines`), never both. Lines for
+ * the same item are summed (at most {@link MAX_QUANTITY} units per item) and sorted by item id:
+ * `lines` comes out in that normal form, whatever the caller's order.
+ */
+export const reserveSchema = z
+  .strictObject({
+    itemId: itemIdSchema.optional(),
+    quantity: positiveInt(MAX_QUANTITY).optional(),
+    lines: z
+      .array(lineSchema, { error: (issue) => (issue.input === undefined ? 'is required' : `must be an array of { itemId, quantity }, got ${describe(issue.input)}`) })
+      .min(1, { error: 'must have at least one line' })
+      .max(MAX_LINES, { error: `must have at most ${MAX_LINES} lines` })
+      .optional(),
+    idempotencyKey: idempotencyKeySchema,
+    idempotencyScope: idempotencyKeySchema.optional(),
+    ttlSeconds: ttlSecondsSchema.optional(),
+  })
+  .superRefine((input, ctx) => {
+    const fail = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+    if (input.lines !== undefined) {
+      if (input.itemId !== undefined || input.quantity !== undefined) fail('lines', 'pass either itemId and quantity, or lines, not both');
+      for (const line of summedLines(input.lines)) {
+        if (line.quantity > MAX_QUANTITY) fail('lines', `the lines for item ${line.itemId} add up to ${line.quantity.toLocaleString('en-US')} units, at most ${MAX_QUANTITY.toLocaleString('en-US')}`);
+      }
+    } else if (input.itemId === undefined && input.quantity === undefined) {
+      fail('itemId', 'is required (or pass lines)');
+      fail('quantity', 'is required (or pass lines)');
+    } else {
+      if (input.itemId === undefined) fail('itemId', 'is required');
+      if (input.quantity === undefined) fail('quantity', 'is required');
+    }
+  })
+  .transform(({ itemId, quantity, lines, ...rest }) => ({ ...rest, lines: lines ? summedLines(lines) : [{ itemId: itemId!, quantity: quantity! }] }));
+
+/** Lines summed per item, in ascending item id. */
+function summedLines(lines: readonly { itemId: number; quantity: number }[]): { itemId: number; quantity: number }[] {
+  const units = new Map<number, number>();
+  for (const { itemId, quantity } of lines) units.set(itemId, (units.get(itemId) ?? 0) + quantity);
+  return [...units].sort(([a], [b]) => a - b).map(([itemId, quantity]) => ({ itemId, quantity }));
+}
+
+/** Longest total hold `maxHoldSeconds` may allow: 30 days, as a reservation's own TTL. */
+export const maxHoldSecondsSchema = positiveInt(MAX_TTL_SECONDS);
+
+export const extendSchema = z.strictObject({
+  ttlSeconds: ttlSecondsSchema,
+});
+
+export const writeOffSchema = z.strictObject({
+  itemId: itemIdSchema,
+  quantity: positiveInt(MAX_QUANTITY),
+  reason: text(255, { controls: false }),
+  idempotencyKey: idempotencyKeySchema.optional(),
   idempotencyScope: idempotencyKeySchema.optional(),
-  ttlSeconds: ttlSecondsSchema.optional(),
+});
+
+export const auditSchema = z.strictObject({
+  itemIds: z
+    .array(itemIdSchema, { error: (issue) => `must be an array of item ids, got ${describe(issue.input)}` })
+    .max(MAX_BATCH_LIMIT, { error: `must have at most ${MAX_BATCH_LIMIT.toLocaleString('en-US')} ids` })
+    .optional(),
 });
 
 const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

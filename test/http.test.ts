@@ -192,6 +192,7 @@ describeEachDialect('HTTP API and example server', (t) => {
       id: expect.stringMatching(UUID),
       itemId: item.id,
       quantity: 2,
+      lines: [{ itemId: item.id, quantity: 2 }],
       status: 'PENDING',
       expiresAt: expect.stringMatching(ISO),
       createdAt: expect.stringMatching(ISO),

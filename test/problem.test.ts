@@ -34,6 +34,18 @@ it('maps library errors to problem documents with their status and code', () => 
     itemId: 7,
     available: 1,
     requested: 3,
+    lines: [{ itemId: 7, requested: 3, available: 1 }],
+  });
+  // A cart: every short line.
+  expect(toProblem(new InsufficientStockError([{ itemId: 7, requested: 3, available: 1 }, { itemId: 9, requested: 1, available: 0 }]))).toMatchObject({
+    status: 409,
+    code: 'INSUFFICIENT_STOCK',
+    detail: 'Not enough stock for 2 lines: item 7 has 1 available, 3 requested; item 9 has 0 available, 1 requested',
+    itemId: 7,
+    lines: [
+      { itemId: 7, requested: 3, available: 1 },
+      { itemId: 9, requested: 1, available: 0 },
+    ],
   });
   expect(toProblem(new ValidationError(['quantity: must be positive', 'itemId: is required']))).toEqual({
     type: 'urn:reservation-engine:problem:validation-error',

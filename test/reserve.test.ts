@@ -41,6 +41,7 @@ describeEachDialect('reserve', (t) => {
       id: expect.stringMatching(UUID_V7),
       itemId,
       quantity: 3,
+      lines: [{ itemId, quantity: 3 }],
       status: 'PENDING',
       idempotencyScope: null,
       idempotencyKey: 'key-1',

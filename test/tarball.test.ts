@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, it } from 'vitest';
+import type { Kysely } from 'kysely';
 import { ReservationEngine, createEmbeddedDatabase } from '../src/index.js';
 import { describeEachDialectConcurrently, unique } from './support/db.js';
 import { makeOnce } from './support/shared.js';
@@ -104,7 +105,7 @@ describeEachDialectConcurrently('the reservation-engine command from the install
     // The servers' test databases are migrated already; the PGlite directory is new.
     const migrate = await cli(['migrate'], { DATABASE_URL: url });
     expect(migrate).toMatchObject({ code: 0, stderr: '' });
-    expect(migrate.stdout).toMatch(t.name === 'pglite' ? /^migrate: 5 migrations applied \(reservation_engine_0001_initial, / : /^migrate: 0 migrations applied, already up to date/);
+    expect(migrate.stdout).toMatch(t.name === 'pglite' ? /^migrate: 6 migrations applied \(reservation_engine_0001_initial, / : /^migrate: 0 migrations applied, already up to date/);
 
     // Three reservations made an hour ago with the default 15-minute hold: all past it.
     await withDatabase(async (engine) => {
@@ -171,6 +172,32 @@ describeEachDialectConcurrently('the reservation-engine command from the install
     const purge = await cli(['purge', '--processed-events-days', '0', '--idempotency-keys-hours', '0', '--database-url', url]);
     expect(purge).toMatchObject({ code: 0, stderr: '' });
     expect(purge.stdout).toMatch(/^purge: outbox-events=8 idempotency-keys=4 restock-keys=0 reservations=0 batches=1 in /);
+
+    // The audit: clean, then an item whose stock was changed behind the engine's back.
+    const audited = await cli(['audit', '--database-url', url]);
+    expect(audited).toMatchObject({ code: 0, stderr: '' });
+    expect(audited.stdout).toMatch(/^audit: items=2 discrepancies=0 in \d+\.\d\ds\n$/);
+    const damaged = await withDatabase(async (engine) => {
+      const item = await engine.createItem({ sku: unique(), name: 'audit', availableQuantity: 5 });
+      await engine.reserve({ itemId: item.id, quantity: 2, idempotencyKey: unique() });
+      return item;
+    });
+    const damage = (db: Kysely<any>) => db.updateTable('reservation_engine_items').set({ available_quantity: 4 }).where('id', '=', damaged.id).execute();
+    if (t.name !== 'pglite') await damage(t.db.withoutPlugins());
+    else {
+      const db = await createEmbeddedDatabase({ dataDir: dir });
+      await damage(db);
+      await db.destroy();
+    }
+    const found = await cli(['audit', '--database-url', url, '--item', String(damaged.id), '--item', '999999']);
+    expect(found).toMatchObject({ code: 3, stderr: '' });
+    expect(found.stdout).toBe(
+      `item ${damaged.id} (${JSON.stringify(damaged.sku)}): received 5 − written off 0 ≠ available 4 + PENDING 2 + CONFIRMED 0: 1 unit too many ` +
+        `[received=5 written-off=0 available=4 held=2 pending=2 confirmed=0]\n` +
+        (found.stdout.match(/^audit: .*$/m)?.[0] ?? 'no summary') + '\n',
+    );
+    expect(found.stdout).toMatch(/^audit: items=1 discrepancies=1 unknown-items=999999 in /m);
+    expect(JSON.parse((await cli(['audit', '--json', '--database-url', url])).stdout)).toMatchObject({ ok: false, itemsChecked: 3, discrepancies: [{ itemId: damaged.id, difference: -1 }] });
   }, 120_000);
 });
 
@@ -335,6 +362,7 @@ it.concurrent('the command explains itself, and refuses what it cannot do in one
     [['status', '--database-url', 'mysql://root@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
     [['status', '--database-url', 'postgres://x@127.0.0.1:1/shop'], 1, /cannot reach the database: connect ECONNREFUSED 127\.0\.0\.1:1/],
     [['dead-letters', 'retry', '--database-url', 'pglite:./x'], 2, /dead-letters retry needs --id <id> \(repeatable\) or --all/],
+    [['audit', '--database-url', 'pglite:./x', '--item', 'seven'], 2, /--item must be a number from 1 to 2147483647, got "seven"/],
     [['migrate', '--database-url', 'pglite:./x', '--table-prefix', 'bad-prefix'], 2, /tablePrefix: must be 1–30 letters/],
     [['status', '--database-url', 'pglite:./x', '--dialect', 'mysql'], 2, /--dialect mysql contradicts the database URL, which is postgres/],
     [['work', '--database-url', 'pglite:./x', '--handler', './noop.mjs', '--handler-timeout-ms', '20000'], 2, /handlerTimeoutMs: must be at most half of leaseMs/],

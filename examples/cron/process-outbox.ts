@@ -82,8 +82,14 @@ export function outboxSummary(result: DrainOutboxResult): string {
 
 /** The sample handler: one line per event. Replace it with your broker or webhook call. */
 function publish(event: OutboxEvent): void {
-  const { reservationId, itemId, quantity, status } = event.payload;
-  console.log(`event #${event.id} ${event.type} reservation=${reservationId} item=${itemId} quantity=${quantity} status=${status} attempt=${event.attempts}`);
+  if (event.type === 'item.written_off') {
+    const { itemId, quantity, reason } = event.payload;
+    console.log(`event #${event.id} ${event.type} item=${itemId} quantity=${quantity} reason=${JSON.stringify(reason)} attempt=${event.attempts}`);
+    return;
+  }
+  const { reservationId, lines, status } = event.payload;
+  const held = lines.map((line) => `${line.itemId}×${line.quantity}`).join(',');
+  console.log(`event #${event.id} ${event.type} reservation=${reservationId} lines=${held} status=${status} attempt=${event.attempts}`);
 }
 
 if (isMain(import.meta.url)) {

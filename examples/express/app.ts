@@ -29,6 +29,8 @@ import {
   ReservationError,
   type ReserveInput,
   type RestockInput,
+  type WriteOffInput,
+  type ExtendInput,
   ValidationError,
   toProblem,
 } from 'reservation-engine';
@@ -75,8 +77,12 @@ export interface ItemJson {
 /** A reservation on the wire. The idempotency key stays private to the client that chose it. */
 export interface ReservationJson {
   readonly id: string;
-  readonly itemId: number;
+  /** `null` for a reservation of several items: see `lines`. */
+  readonly itemId: number | null;
+  /** Units held in all. */
   readonly quantity: number;
+  /** One line per item, in ascending item id. */
+  readonly lines: readonly { readonly itemId: number; readonly quantity: number }[];
   readonly status: Reservation['status'];
   /** ISO-8601, UTC. */
   readonly expiresAt: string;
@@ -133,6 +139,15 @@ export function createApp(options: AppOptions): express.Application {
     .all(methodNotAllowed('GET'));
 
   app
+    .route('/items/:itemId/write-offs')
+    .post(requireJsonBody, parseJson, async (req, res) => {
+      const body = withoutPathField(jsonObject(req.body), 'itemId');
+      const item = await engine.writeOff({ ...body, itemId: Number(req.params.itemId) } as WriteOffInput);
+      res.json(itemJson(item));
+    })
+    .all(methodNotAllowed('POST'));
+
+  app
     .route('/items/:itemId/restock')
     .post(requireJsonBody, parseJson, async (req, res) => {
       const body = withoutPathField(jsonObject(req.body), 'itemId');
@@ -168,6 +183,13 @@ export function createApp(options: AppOptions): express.Application {
     .route('/reservations/:reservationId/confirm')
     .post(async (req, res) => {
       res.json(reservationJson(await engine.confirm(req.params.reservationId!)));
+    })
+    .all(methodNotAllowed('POST'));
+
+  app
+    .route('/reservations/:reservationId/extend')
+    .post(requireJsonBody, parseJson, async (req, res) => {
+      res.json(reservationJson(await engine.extend(req.params.reservationId!, jsonObject(req.body) as unknown as ExtendInput)));
     })
     .all(methodNotAllowed('POST'));
 
@@ -227,6 +249,7 @@ export function reservationJson(reservation: Reservation): ReservationJson {
     id: reservation.id,
     itemId: reservation.itemId,
     quantity: reservation.quantity,
+    lines: reservation.lines.map((line) => ({ itemId: line.itemId, quantity: line.quantity })),
     status: reservation.status,
     expiresAt: reservation.expiresAt.toISOString(),
     createdAt: reservation.createdAt.toISOString(),

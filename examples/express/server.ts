@@ -162,8 +162,14 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
 
 /** The sample outbox handler: one line per event. Replace it with your broker or webhook call. */
 export function logEvent(event: OutboxEvent): void {
-  const { reservationId, itemId, quantity, status } = event.payload;
-  console.log(`event #${event.id} ${event.type} reservation=${reservationId} item=${itemId} quantity=${quantity} status=${status} attempt=${event.attempts}`);
+  if (event.type === 'item.written_off') {
+    const { itemId, quantity, reason } = event.payload;
+    console.log(`event #${event.id} ${event.type} item=${itemId} quantity=${quantity} reason=${JSON.stringify(reason)} attempt=${event.attempts}`);
+    return;
+  }
+  const { reservationId, lines, status } = event.payload;
+  const held = lines.map((line) => `${line.itemId}×${line.quantity}`).join(',');
+  console.log(`event #${event.id} ${event.type} reservation=${reservationId} lines=${held} status=${status} attempt=${event.attempts}`);
 }
 
 function listen(server: http.Server, port: number, host: string | undefined): Promise<void> {

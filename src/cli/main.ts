@@ -2,7 +2,8 @@
 /**
  * The `reservation-engine` command: the library's batch jobs from a shell, cron or systemd.
  * Every command prints one summary line (or JSON with --json) and exits 0; a failure prints one
- * line on stderr — never a stack trace — and exits 1 (2 for a usage error).
+ * line on stderr — never a stack trace — and exits 1 (2 for a usage error). `audit` exits 3 when
+ * it found items whose stock does not add up.
  */
 import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
@@ -15,6 +16,7 @@ import { listDeadLetters, retryDeadLetters } from '../outbox/dead-letters.js';
 import { type OutboxHandler, runOutboxBatch } from '../outbox/run-outbox-batch.js';
 import { purgeBatch } from '../retention/purge-batch.js';
 import { startWorker } from '../worker/start-worker.js';
+import { ReservationEngine } from '../engine/reservation-engine.js';
 import type { DatabaseKind } from '../types.js';
 import { type CliDatabase, openDatabaseUrl, UsageError } from './connect.js';
 
@@ -30,6 +32,7 @@ Commands:
   status                        backlog figures: outbox pending/due/lag, dead letters, expiry backlog
   dead-letters list             list dead-lettered events (--limit, --after)
   dead-letters retry            re-arm dead letters: --id <id> (repeatable) or --all
+  audit                         check that every item's stock adds up (--item <id>, repeatable); exits 3 if one does not
 
 Options for every command:
   --database-url <url>   mysql://…, postgres://… or pglite:<dir> (default: $DATABASE_URL)
@@ -45,6 +48,8 @@ Options for every command:
   purge:
     'Usage: reservation-engine purge [--processed-events-days <d>] [--idempotency-keys-hours <h>] [--finished-reservations-days <d>] [--limit <n>] [--budget <seconds>] [common options]\nDefaults: events 7 days, keys 24 hours, reservations kept.',
   status: 'Usage: reservation-engine status [common options]\nPrints outbox pending/due/lag, dead letters and the expiry backlog.',
+  audit:
+    'Usage: reservation-engine audit [--item <id>]… [common options]\nChecks per item, from one snapshot: received − written off = available + PENDING + CONFIRMED units, held = PENDING units.\nPrints one line per item that does not add up and exits 3; exits 0 when all do.',
   'dead-letters': 'Usage: reservation-engine dead-letters list [--limit <n>] [--after <id>] | retry (--id <id>… | --all) [common options]',
 };
 
@@ -85,6 +90,7 @@ const OPTIONS = {
   },
   status: {},
   'dead-letters': { limit: { type: 'string' }, after: { type: 'string' }, id: { type: 'string', multiple: true }, all: { type: 'boolean' } },
+  audit: { item: { type: 'string', multiple: true } },
 } as const;
 
 type Command = keyof typeof OPTIONS;
@@ -118,7 +124,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const target = { db: database.db, tablePrefix, dialect: database.dialect };
     const result = await run(name, positionals, values, target, handler);
     console.log(values.json ? JSON.stringify(result.json) : result.line);
-    return 0;
+    return result.exitCode ?? 0;
   } catch (error) {
     console.error(`reservation-engine: ${describe(error)}`);
     // A bad option the library refused is as much a usage error as one the parser refused.
@@ -143,7 +149,7 @@ interface Target {
   readonly dialect: DatabaseKind;
 }
 
-async function run(command: Command, positionals: string[], values: Values, target: Target, handler: OutboxHandler | undefined): Promise<{ line: string; json: unknown }> {
+async function run(command: Command, positionals: string[], values: Values, target: Target, handler: OutboxHandler | undefined): Promise<{ line: string; json: unknown; exitCode?: number }> {
   const started = performance.now();
   const elapsed = () => `${((performance.now() - started) / 1000).toFixed(2)}s`;
   const budgetMs = number(values.budget, '--budget', 0.001, 86_400) ?? 50;
@@ -277,6 +283,18 @@ async function run(command: Command, positionals: string[], values: Values, targ
       if ((ids === undefined) === (values.all !== true)) throw new UsageError('dead-letters retry needs --id <id> (repeatable) or --all');
       const { retried } = await retryDeadLetters({ ...target, ...(values.all ? { all: true } : { ids }) });
       return { line: `dead-letters: retried=${retried}`, json: { retried } };
+    }
+    case 'audit': {
+      const itemIds = (values.item as string[] | undefined)?.map((id) => integer(id, '--item', 1, 2_147_483_647)!);
+      const report = await new ReservationEngine(target).audit({ itemIds });
+      const lines = report.discrepancies.map(
+        (d) =>
+          `item ${d.itemId} (${JSON.stringify(d.sku)}): ${d.problems.join('; ')} ` +
+          `[received=${d.received} written-off=${d.writtenOff} available=${d.available} held=${d.held} pending=${d.pending} confirmed=${d.confirmed}]`,
+      );
+      const unknown = report.unknownItemIds.length > 0 ? ` unknown-items=${report.unknownItemIds.join(',')}` : '';
+      const summary = `audit: items=${report.itemsChecked} discrepancies=${report.discrepancies.length}${unknown} in ${elapsed()}`;
+      return { line: [...lines, summary].join('\n'), json: report, exitCode: report.ok ? 0 : 3 };
     }
   }
 }

@@ -1,12 +1,18 @@
 import { type ColumnDataType, type ColumnDefinitionBuilder, type CreateTableBuilder, type Expression, type Insertable, type Kysely, type Selectable, sql } from 'kysely';
+import type { ShortLine } from '../errors.js';
 import type { SchemaNames } from '../schema/tables.js';
-import type { Database, ItemsTable, ReservationsTable } from '../types.js';
+import { parseLines, parseShortLines } from '../stock/short-lines.js';
+import type { Database, ItemsTable, ReservationLine, ReservationsTable } from '../types.js';
 
-/** @internal What {@link SqlDialect.reserve} writes. */
+/** @internal What {@link SqlDialect.reserve} and {@link SqlDialect.reserveLines} write. */
 export interface NewReservation {
   readonly id: string;
-  readonly itemId: number;
+  /** The single item (`reserve`), or NULL for several (`reserveLines`). */
+  readonly itemId: number | null;
+  /** Units in all. */
   readonly quantity: number;
+  /** One line per item, in ascending item id. */
+  readonly lines: readonly ReservationLine[];
   readonly idempotencyScope: string;
   readonly idempotencyKey: string;
   readonly payloadHash: string;
@@ -26,9 +32,16 @@ export interface NewReservation {
  */
 export type ReserveOutcome =
   | { readonly kind: 'reserved' }
-  | { readonly kind: 'replay'; readonly payloadHash: string; readonly reservation: Selectable<ReservationsTable> }
-  | { readonly kind: 'missing' }
-  | { readonly kind: 'insufficient'; readonly available: number };
+  | {
+      readonly kind: 'replay';
+      readonly payloadHash: string;
+      readonly reservation: Selectable<ReservationsTable>;
+      /** The lines of a reservation of several items (`undefined` for one item, whose line is on the row). */
+      readonly lines?: readonly ReservationLine[];
+    }
+  | { readonly kind: 'missing'; readonly itemId?: number }
+  /** `short`: every line that could not be held (several items); empty when a race was lost to stock that came back since. */
+  | { readonly kind: 'insufficient'; readonly available: number; readonly short?: readonly ShortLine[] };
 
 /** @internal Which version of the reserve routine to create: migration 0004's, or 0005's with the trace context. */
 export interface RoutineVersion {
@@ -96,6 +109,27 @@ export interface SqlDialect {
   reserve(db: Kysely<Database>, names: SchemaNames, reservation: NewReservation): Promise<ReserveOutcome>;
 
   /**
+   * {@link reserve} for several items (the `reserve_lines` routine, migration 0006), in ONE round
+   * trip: the stock of every line and the key are read first without locks; then one transaction
+   * writes the key, the reservation (item NULL), its lines and its event, and LAST decrements
+   * each item with a guarded UPDATE in ascending item id — the one lock order every writer uses,
+   * so concurrent carts over the same items queue instead of deadlocking. Any short line rolls
+   * everything back → `insufficient` with every short line (`missing` for an unknown item).
+   */
+  reserveLines(db: Kysely<Database>, names: SchemaNames, reservation: NewReservation): Promise<ReserveOutcome>;
+  /** Creates (migration 0006) and drops the routine {@link reserveLines} calls. */
+  createLinesRoutine(db: Kysely<any>, names: SchemaNames): Promise<void>;
+  dropLinesRoutine(db: Kysely<any>, names: SchemaNames): Promise<void>;
+  /** Makes a NOT NULL column nullable (MySQL re-states the column; PostgreSQL drops the constraint). */
+  dropNotNull(db: Kysely<any>, table: 'reservations', column: string, type: ColumnType): Promise<void>;
+
+  /**
+   * The statements that begin a read-only transaction reading one consistent snapshot of the
+   * whole database (REPEATABLE READ): the audit compares counters across tables with it.
+   */
+  readonly beginSnapshot: readonly string[];
+
+  /**
    * Creates the server-side routine {@link reserve} calls: as migration 0004 made it, or with the
    * trace context it stores with the event (`traceContext`, migration 0005 on).
    */
@@ -136,6 +170,35 @@ export interface ReserveRow extends Partial<Selectable<ReservationsTable>> {
   readonly outcome: 'reserved' | 'replay' | 'missing' | 'insufficient';
   readonly available: number | string | null;
   readonly payload_hash?: string;
+}
+
+/** @internal The row the `reserve_lines` routine answers with: short lines as `item:requested:available,…`, a replay's lines as `item:quantity,…`. */
+export interface ReserveLinesRow extends Partial<Selectable<ReservationsTable>> {
+  readonly outcome: 'reserved' | 'replay' | 'insufficient';
+  readonly short_lines: string | null;
+  readonly payload_hash?: string;
+  readonly lines?: string | null;
+}
+
+/** @internal The `reserve_lines` routine's row → {@link ReserveOutcome}. */
+export function reserveLinesOutcome(row: ReserveLinesRow): ReserveOutcome {
+  switch (row.outcome) {
+    case 'reserved':
+      return RESERVED;
+    case 'replay':
+      return { kind: 'replay', payloadHash: String(row.payload_hash), reservation: row as Selectable<ReservationsTable>, lines: row.lines ? parseLines(row.lines) : undefined };
+    case 'insufficient':
+      return shortOutcome(parseShortLines(row.short_lines));
+    default:
+      throw new Error(`the reserve_lines routine answered an unknown outcome: ${String(row.outcome)}`);
+  }
+}
+
+/** @internal Short lines (available -1: no such item) → `missing` for the first unknown item, else `insufficient`. */
+export function shortOutcome(short: readonly ShortLine[]): ReserveOutcome {
+  const missing = short.find((line) => line.available < 0);
+  if (missing) return { kind: 'missing', itemId: missing.itemId };
+  return { kind: 'insufficient', available: short[0]?.available ?? 0, short };
 }
 
 /** @internal The routine's row → {@link ReserveOutcome}. */

@@ -2,7 +2,7 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import { onConnection } from '../transaction.js';
-import { CommitFailedError, endOwnSession, type ReserveRow, type RoutineVersion, reserveOutcome, type SqlDialect } from './dialect.js';
+import { CommitFailedError, endOwnSession, type ReserveLinesRow, type ReserveRow, type RoutineVersion, reserveLinesOutcome, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -58,6 +58,8 @@ const ROUTINE_SQL_MODE = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_F
 /** The routine {@link SqlDialect.reserve} calls, and the one migration 0002 created before it. */
 const RESERVE_ROUTINE = 'reserve_or_replay';
 const LEGACY_RESERVE_ROUTINE = 'reserve';
+/** The routine {@link SqlDialect.reserveLines} calls (migration 0006). */
+const RESERVE_LINES_ROUTINE = 'reserve_lines';
 
 /** The reservation columns a replay returns, in the shape of a `reservations` row. */
 const REPLAY_COLUMNS = 'r.id, r.item_id, r.quantity, r.status, r.idempotency_scope, r.idempotency_key, r.expires_at, r.created_at, r.updated_at';
@@ -143,6 +145,100 @@ reserve_or_replay: begin
       select 'insufficient' as outcome, (select available_quantity from ${table('items')} where id = p_item_id) as available;
     end if;
   end if;
+end`;
+}
+
+/**
+ * A reserve of several items, server-side (see {@link SqlDialect.reserveLines}). `p_lines` is a
+ * JSON array of `[itemId, quantity]` pairs in ascending item id, one per item. The stock check
+ * is one plain read over all lines (JSON_TABLE joined to the items: no lock), answering every
+ * short line at once as `item:requested:available` (-1 for no such item); the decrements run
+ * one per line in the array's order, the last statements before the COMMIT.
+ */
+function reserveLinesProcedure(names: SchemaNames): string {
+  const id = (name: string) => `\`${name}\``;
+  const table = (name: LogicalTable) => id(names.table(name));
+  const lines = `json_table(p_lines, '$[*]' columns (item_id int path '$[0]', quantity int path '$[1]')) as l`;
+  const shortLines = `select group_concat(concat(l.item_id, ':', l.quantity, ':', coalesce(i.available_quantity, -1)) order by l.item_id) into v_short
+    from ${lines} left join ${table('items')} i on i.id = l.item_id
+    where i.id is null or i.available_quantity < l.quantity;`;
+  const findKey = `select payload_hash, reservation_id into v_hash, v_reservation from ${table('idempotency_requests')}
+    where idempotency_scope = p_scope and idempotency_key = p_key;`;
+  const replay = `select 'replay' as outcome, null as short_lines, v_hash as payload_hash,
+      (select group_concat(concat(x.item_id, ':', x.quantity) order by x.item_id) from ${table('reservation_lines')} x where x.reservation_id = v_reservation) as \`lines\`,
+      ${REPLAY_COLUMNS}
+      from ${table('reservations')} r where r.id = v_reservation;`;
+  return `
+create procedure ${id(names.object(RESERVE_LINES_ROUTINE))}(
+  in p_scope varchar(255) character set ascii,
+  in p_key varchar(255) character set ascii,
+  in p_hash char(64) character set ascii,
+  in p_id char(36) character set ascii,
+  in p_lines text character set ascii,
+  in p_quantity int,
+  in p_expires_at datetime(3),
+  in p_now datetime(3),
+  in p_payload text character set utf8mb4,
+  in p_trace varchar(55) character set ascii
+)
+modifies sql data
+reserve_lines: begin
+  declare v_short text character set ascii default null;
+  declare v_hash char(64) character set ascii default null;
+  declare v_reservation char(36) character set ascii default null;
+  declare v_count int default json_length(p_lines);
+  declare v_i int default 0;
+  declare v_item int;
+  declare v_quantity int;
+  declare exit handler for sqlexception
+  begin
+    rollback;
+    resignal;
+  end;
+  declare continue handler for not found begin end;
+  -- Stock first, then the key (as reserve_or_replay): plain consistent reads, no locks.
+  ${shortLines}
+  ${findKey}
+  if v_reservation is not null then
+    ${replay}
+    leave reserve_lines;
+  end if;
+  if v_short is not null then
+    select 'insufficient' as outcome, v_short as short_lines;
+    leave reserve_lines;
+  end if;
+  set transaction isolation level read committed;
+  start transaction;
+  insert into ${table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
+    values (p_scope, p_key, p_hash, p_id, p_now);
+  insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
+    values (p_id, null, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
+  insert into ${table('reservation_lines')} (reservation_id, item_id, quantity)
+    select p_id, l.item_id, l.quantity from ${lines};
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts, trace_context)
+    values ('reservation.created', p_payload, p_now, p_now, 0, p_trace);
+  -- One item at a time in ascending id: every writer locks items in this order.
+  while v_i < v_count do
+    set v_item = json_value(p_lines, concat('$[', v_i, '][0]'));
+    set v_quantity = json_value(p_lines, concat('$[', v_i, '][1]'));
+    update ${table('items')} set available_quantity = available_quantity - v_quantity, held_quantity = held_quantity + v_quantity, updated_at = p_now
+      where id = v_item and available_quantity >= v_quantity;
+    if row_count() <> 1 then
+      rollback;
+      -- Lost a race for some units. A same-key request may have committed on another Galera node.
+      ${findKey}
+      if v_reservation is not null then
+        ${replay}
+      else
+        ${shortLines}
+        select 'insufficient' as outcome, v_short as short_lines;
+      end if;
+      leave reserve_lines;
+    end if;
+    set v_i = v_i + 1;
+  end while;
+  commit;
+  select 'reserved' as outcome, null as short_lines;
 end`;
 }
 
@@ -293,6 +389,34 @@ export const mysqlDialect: SqlDialect = Object.freeze({
     if (!row) throw new Error(`${names.object(RESERVE_ROUTINE)} returned no result`);
     return reserveOutcome(row);
   },
+
+  async reserveLines(db, names, r) {
+    const query = CompiledQuery.raw(`call \`${names.object(RESERVE_LINES_ROUTINE)}\`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+      r.idempotencyScope,
+      r.idempotencyKey,
+      r.payloadHash,
+      r.id,
+      JSON.stringify(r.lines.map((line) => [line.itemId, line.quantity])),
+      r.quantity,
+      r.expiresAt,
+      r.now,
+      r.eventPayload,
+      r.traceContext,
+    ]);
+    const { rows } = await onConnection(db, mysqlDialect, (connection) => connection.executeQuery<unknown>(query));
+    const row = (rows[0] as unknown as ReserveLinesRow[] | undefined)?.[0];
+    if (!row) throw new Error(`${names.object(RESERVE_LINES_ROUTINE)} returned no result`);
+    return reserveLinesOutcome(row);
+  },
+
+  createLinesRoutine: (db, names) => createProcedure(db, reserveLinesProcedure(names)),
+  dropLinesRoutine: (db, names) => dropProcedure(db, names.object(RESERVE_LINES_ROUTINE)),
+
+  async dropNotNull(db, table, column, type) {
+    await db.schema.alterTable(table).modifyColumn(column, type).execute();
+  },
+
+  beginSnapshot: Object.freeze(['set transaction isolation level repeatable read, read only', 'start transaction with consistent snapshot']),
 
   createRoutines: (db, names, version) => createProcedure(db, reserveProcedure(names, version)),
   dropRoutines: (db, names) => dropProcedure(db, names.object(RESERVE_ROUTINE)),

@@ -2,7 +2,20 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import type { Database } from '../types.js';
 import { inTransaction } from '../transaction.js';
-import { CommitFailedError, endOwnSession, type NewReservation, type RoutineVersion, type ReserveOutcome, type ReserveRow, reserveOutcome, type SqlDialect } from './dialect.js';
+import { readShortLines } from '../stock/short-lines.js';
+import {
+  CommitFailedError,
+  endOwnSession,
+  type NewReservation,
+  type ReserveLinesRow,
+  type RoutineVersion,
+  type ReserveOutcome,
+  type ReserveRow,
+  reserveLinesOutcome,
+  reserveOutcome,
+  shortOutcome,
+  type SqlDialect,
+} from './dialect.js';
 
 /** Whether `db` runs on PGlite (by its adapter's class name, as `dialectOf` tells databases apart). */
 function isEmbedded(db: Kysely<any>): boolean {
@@ -119,6 +132,91 @@ end
 $fn$`;
 }
 
+/** The function {@link SqlDialect.reserveLines} calls (migration 0006). */
+const RESERVE_LINES_ROUTINE = 'reserve_lines';
+
+/**
+ * A reserve of several items, server-side (see {@link SqlDialect.reserveLines}): the lines come
+ * as two arrays in ascending item id. One plain read answers every short line at once
+ * (`item:requested:available`, -1 for no such item); the decrements run one per line in the
+ * arrays' order, and a lost race raises, which rolls back the whole statement.
+ */
+function reserveLinesFunction(names: SchemaNames): string {
+  const id = (name: string) => `"${name}"`;
+  const table = (name: LogicalTable) => id(names.table(name));
+  const nothing = 'null::char(64), null::text, null::uuid, null::int, null::int, null::varchar, null::varchar, null::varchar, null::timestamptz, null::timestamptz, null::timestamptz';
+  return `
+create function ${id(names.object(RESERVE_LINES_ROUTINE))}(
+  p_scope varchar, p_key varchar, p_hash varchar, p_id uuid, p_items int[], p_quantities int[], p_quantity int,
+  p_expires_at timestamptz, p_now timestamptz, p_payload jsonb, p_trace varchar)
+returns table (outcome text, short_lines text, payload_hash char(64), lines text, id uuid, item_id int, quantity int, status varchar,
+  idempotency_scope varchar, idempotency_key varchar, expires_at timestamptz, created_at timestamptz, updated_at timestamptz)
+language plpgsql volatile
+as $fn$
+#variable_conflict use_column
+declare
+  v_short text;
+begin
+  if current_setting('transaction_isolation') <> 'read committed' then
+    return query select 'not read committed'::text, null::text, ${nothing};
+    return;
+  end if;
+  -- Stock first, then the key (as reserve_or_replay): plain reads, no locks.
+  select string_agg(l.item_id || ':' || l.quantity || ':' || coalesce(i.available_quantity, -1), ',' order by l.item_id) into v_short
+    from unnest(p_items, p_quantities) as l(item_id, quantity) left join ${table('items')} i on i.id = l.item_id
+    where i.id is null or i.available_quantity < l.quantity;
+  return query select 'replay'::text, null::text, k.payload_hash,
+      (select string_agg(x.item_id || ':' || x.quantity, ',' order by x.item_id) from ${table('reservation_lines')} x where x.reservation_id = r.id),
+      r.id, r.item_id, r.quantity, r.status, r.idempotency_scope, r.idempotency_key, r.expires_at, r.created_at, r.updated_at
+    from ${table('idempotency_requests')} k join ${table('reservations')} r on r.id = k.reservation_id
+    where k.idempotency_scope = p_scope and k.idempotency_key = p_key;
+  if found then
+    return;
+  end if;
+  if v_short is not null then
+    return query select 'insufficient'::text, v_short, ${nothing};
+    return;
+  end if;
+  insert into ${table('idempotency_requests')} (idempotency_scope, idempotency_key, payload_hash, reservation_id, created_at)
+    values (p_scope, p_key, p_hash, p_id, p_now);
+  insert into ${table('reservations')} (id, item_id, quantity, status, idempotency_scope, idempotency_key, expires_at, created_at, updated_at)
+    values (p_id, null, p_quantity, 'PENDING', p_scope, p_key, p_expires_at, p_now, p_now);
+  insert into ${table('reservation_lines')} (reservation_id, item_id, quantity)
+    select p_id, l.item_id, l.quantity from unnest(p_items, p_quantities) as l(item_id, quantity);
+  insert into ${table('outbox')} (type, payload, created_at, available_at, attempts, trace_context)
+    values ('reservation.created', p_payload, p_now, p_now, 0, p_trace);
+  -- One item at a time in ascending id: every writer locks items in this order.
+  for v_i in 1 .. array_length(p_items, 1) loop
+    update ${table('items')} set available_quantity = available_quantity - p_quantities[v_i], held_quantity = held_quantity + p_quantities[v_i], updated_at = p_now
+      where id = p_items[v_i] and available_quantity >= p_quantities[v_i];
+    if not found then
+      raise exception using errcode = '${LOST_RACE}', message = 'reservation-engine: the stock went to a concurrent reserve';
+    end if;
+  end loop;
+  return query select 'reserved'::text, null::text, ${nothing};
+end
+$fn$`;
+}
+
+async function callReserveLines(db: Kysely<Database>, names: SchemaNames, r: NewReservation): Promise<ReserveOutcome | 'not read committed'> {
+  const query = CompiledQuery.raw(`select * from "${names.object(RESERVE_LINES_ROUTINE)}"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, [
+    r.idempotencyScope,
+    r.idempotencyKey,
+    r.payloadHash,
+    r.id,
+    r.lines.map((line) => line.itemId),
+    r.lines.map((line) => line.quantity),
+    r.quantity,
+    r.expiresAt,
+    r.now,
+    r.eventPayload,
+    r.traceContext,
+  ]);
+  const row = (await db.executeQuery<ReserveLinesRow | { outcome: 'not read committed' }>(query)).rows[0];
+  if (!row) throw new Error(`${names.object(RESERVE_LINES_ROUTINE)} returned no row`);
+  return row.outcome === 'not read committed' ? row.outcome : reserveLinesOutcome(row);
+}
+
 async function callReserve(db: Kysely<Database>, names: SchemaNames, r: NewReservation): Promise<ReserveOutcome | 'not read committed'> {
   const query = CompiledQuery.raw(`select * from "${names.object(RESERVE_ROUTINE)}"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [
     r.idempotencyScope,
@@ -171,6 +269,32 @@ export const postgresDialect: SqlDialect = Object.freeze({
       return item ? { kind: 'insufficient', available: Number(item.available_quantity) } : { kind: 'missing' };
     }
   },
+
+  async reserveLines(db, names, r) {
+    try {
+      const outcome = await callReserveLines(db, names, r);
+      if (outcome !== 'not read committed') return outcome;
+      return await inTransaction(db, postgresDialect, async (trx) => (await callReserveLines(trx, names, r)) as ReserveOutcome);
+    } catch (error) {
+      if (sqlState(error) !== LOST_RACE) throw error;
+      // A decrement lost the race for some units; everything was rolled back. Which lines are short now?
+      return shortOutcome(await readShortLines(db, r.lines));
+    }
+  },
+
+  async createLinesRoutine(db, names) {
+    await sql.raw(reserveLinesFunction(names)).execute(db);
+  },
+
+  async dropLinesRoutine(db, names) {
+    await sql`drop function if exists ${sql.id(names.object(RESERVE_LINES_ROUTINE))}`.execute(db);
+  },
+
+  async dropNotNull(db, table, column) {
+    await db.schema.alterTable(table).alterColumn(column, (c) => c.dropNotNull()).execute();
+  },
+
+  beginSnapshot: Object.freeze(['begin isolation level repeatable read read only']),
 
   async createRoutines(db, names, version) {
     await sql.raw(reserveFunction(names, version)).execute(db);

@@ -5,6 +5,7 @@ import type { ReserveOutcome } from '../dialects/dialect.js';
 import {
   ConfigurationError,
   DuplicateSkuError,
+  HoldLimitExceededError,
   IdempotencyConflictError,
   InsufficientStockError,
   InvalidStateError,
@@ -15,11 +16,14 @@ import {
   ValidationError,
 } from '../errors.js';
 import { payloadHash } from '../idempotency/payload-hash.js';
-import { eventRow } from '../outbox/event-row.js';
+import { eventRow, itemEventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
+import { moveStock } from '../stock/move-stock.js';
+import { readLines, withLines } from './lines.js';
+import { type AuditReport, auditStock } from '../audit/audit-stock.js';
 import { engineDb, type SchemaNames, schemaNames } from '../schema/tables.js';
 import { sleep, withRetries } from '../transaction.js';
-import type { Database, Item, OutboxEventType, Reservation, ReservationStatus, ReservationsTable } from '../types.js';
+import type { Database, Item, Reservation, ReservationEventType, ReservationLine, ReservationStatus, ReservationsTable } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import { dbSystemName, recordRetry, type Telemetry, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
 import { transact, underSavepoint, type WriteOptions, type WriteTarget, writeTarget } from './host-transaction.js';
@@ -27,13 +31,16 @@ import { reserveInHostTransaction } from './reserve-in-transaction.js';
 import { ShortStockNotes, type StockAndKeyRow, stockAndKeyQuery } from './short-stock.js';
 import {
   createItemSchema,
+  auditSchema,
   describeClockValue,
+  extendSchema,
   functionSchema,
   isStorableDate,
   dbOptionsShape,
   itemIdSchema,
   listReservationsSchema,
   MAX_AVAILABLE_QUANTITY,
+  maxHoldSecondsSchema,
   parse,
   parseOptions,
   reservationIdOf,
@@ -41,6 +48,7 @@ import {
   restockSchema,
   telemetrySchema,
   ttlSecondsSchema,
+  writeOffSchema,
 } from '../validation.js';
 
 /** Options of {@link ReservationEngine}. */
@@ -57,6 +65,13 @@ export interface ReservationEngineOptions {
    * @defaultValue 900 (15 minutes)
    */
   readonly defaultTtlSeconds?: number;
+  /**
+   * The longest a reservation may be held by {@link ReservationEngine.extend}, in seconds from its
+   * creation: `extend` never moves `expiresAt` past `createdAt + maxHoldSeconds`. It does not
+   * bound `reserve`'s own `ttlSeconds`. A positive integer, at most 30 days.
+   * @defaultValue 3600 (1 hour)
+   */
+  readonly maxHoldSeconds?: number;
   /**
    * The engine's notion of now: timestamps, expiry times, and whether a reservation has expired
    * when it is confirmed. Inject a fake clock in tests.
@@ -111,17 +126,46 @@ export interface RestockInput {
    */
   readonly idempotencyKey?: string;
   /**
-   * Whose key it is (see {@link ReserveInput.idempotencyScope}).
+   * Whose key it is (see {@link ReserveRequestBase.idempotencyScope}).
    * @defaultValue none: one shared scope
    */
   readonly idempotencyScope?: string;
 }
 
-/** What {@link ReservationEngine.reserve} takes. */
-export interface ReserveInput {
+/** One line of a reservation of several items: see {@link ReserveInput}. */
+export interface ReserveLineInput {
   readonly itemId: number;
-  /** Units to hold: a positive integer, at most 1,000,000. */
+  /** Units to hold: a positive integer, at most 1,000,000 (summed over the item's lines). */
   readonly quantity: number;
+}
+
+/**
+ * What {@link ReservationEngine.reserve} takes: one item (`itemId` and `quantity`), or several
+ * held together, all or nothing (`lines`).
+ */
+export type ReserveInput = ReserveRequestBase &
+  (
+    | {
+        readonly itemId: number;
+        /** Units to hold: a positive integer, at most 1,000,000. */
+        readonly quantity: number;
+        readonly lines?: undefined;
+      }
+    | {
+        /**
+         * The items to hold, 1–100 lines, all or nothing: one reservation. Lines for the same item
+         * are summed; the order does not matter (the same lines in another order are the same
+         * request for the idempotency key). A single line is the same request as `itemId` and
+         * `quantity`.
+         */
+        readonly lines: readonly ReserveLineInput[];
+        readonly itemId?: undefined;
+        readonly quantity?: undefined;
+      }
+  );
+
+/** What every {@link ReserveInput} carries. */
+export interface ReserveRequestBase {
   /**
    * The client's key for this request, 1–255 printable ASCII characters. Sending the same key
    * with the same request again returns the first result (`replayed: true`); with a different
@@ -139,6 +183,44 @@ export interface ReserveInput {
    * @defaultValue the engine's `defaultTtlSeconds`
    */
   readonly ttlSeconds?: number;
+}
+
+/** What {@link ReservationEngine.writeOff} takes. */
+export interface WriteOffInput {
+  readonly itemId: number;
+  /** Units to take out of the available stock: a positive integer, at most 1,000,000, and at most the units available. */
+  readonly quantity: number;
+  /** Why: `damaged`, `lost`, `stolen`, a stock-count reference… 1–255 characters, carried by the event. */
+  readonly reason: string;
+  /**
+   * Makes the write-off safe to retry, as {@link RestockInput.idempotencyKey}: restocks and
+   * write-offs share one namespace of keys (stock adjustments).
+   * @defaultValue none: every call takes its units
+   */
+  readonly idempotencyKey?: string;
+  /**
+   * Whose key it is (see {@link ReserveRequestBase.idempotencyScope}).
+   * @defaultValue none: one shared scope
+   */
+  readonly idempotencyScope?: string;
+}
+
+/** What {@link ReservationEngine.extend} takes. */
+export interface ExtendInput {
+  /**
+   * Hold the reservation until this many seconds from now: a positive integer, at most 30 days;
+   * `createdAt` + the engine's `maxHoldSeconds` at the latest.
+   */
+  readonly ttlSeconds: number;
+}
+
+/** What {@link ReservationEngine.audit} takes. */
+export interface AuditInput {
+  /**
+   * Only these items, up to 10,000 ids.
+   * @defaultValue every item
+   */
+  readonly itemIds?: readonly number[];
 }
 
 /** What {@link ReservationEngine.reserve} returns. */
@@ -179,6 +261,7 @@ const optionsSchema = z.strictObject({
   ...dbOptionsShape,
   telemetry: telemetrySchema.optional(),
   defaultTtlSeconds: ttlSecondsSchema.optional(),
+  maxHoldSeconds: maxHoldSecondsSchema.optional(),
   clock: functionSchema<() => Date>('a function returning a Date').optional(),
 });
 
@@ -187,11 +270,11 @@ type StatusUpdate = UpdateQueryBuilder<Database, 'reservations', 'reservations',
 
 interface TransitionStep {
   readonly to: 'CONFIRMED' | 'CANCELLED';
-  readonly event: OutboxEventType;
+  readonly event: ReservationEventType;
   /** Extra conditions for the UPDATE. */
   readonly guard?: (update: StatusUpdate, now: Date) => StatusUpdate;
-  /** The item's stock after the transition: the held units are released, to `available` or (confirmed) for good. */
-  readonly release: (reservation: Reservation) => { readonly available: number; readonly held: number };
+  /** Where each line's held units go: back to `available` (cancelled), or out for good (confirmed). */
+  readonly releaseTo: 'available' | 'sold';
   /** The error for a reservation in another state. */
   readonly refused: (reservation: Reservation, action: 'confirm' | 'cancel') => Error;
 }
@@ -225,6 +308,7 @@ export class ReservationEngine {
   readonly #names: SchemaNames;
   readonly #dialect: SqlDialect;
   readonly #defaultTtlSeconds: number;
+  readonly #maxHoldSeconds: number;
   readonly #clock: () => Date;
   readonly #shortStock = new ShortStockNotes();
   readonly #telemetry: Telemetry;
@@ -237,6 +321,7 @@ export class ReservationEngine {
     this.#db = engineDb(parsed.db, this.#names);
     this.#dialect = dialectOf(parsed.db, parsed.dialect);
     this.#defaultTtlSeconds = parsed.defaultTtlSeconds ?? 900;
+    this.#maxHoldSeconds = parsed.maxHoldSeconds ?? 3600;
     this.#clock = parsed.clock ?? (() => new Date());
     this.#telemetry = telemetryFor(parsed.telemetry, dbSystemName(this.#dialect));
   }
@@ -253,7 +338,7 @@ export class ReservationEngine {
       const now = this.#now();
       return this.#unknownOutcome('createItem', `Look for an item with SKU ${JSON.stringify(sku)} before creating it again.`, { retry: false }, async () => {
         try {
-          return toItem(await this.#dialect.insertItem(this.#db, { sku, name, available_quantity: availableQuantity, created_at: now, updated_at: now }));
+          return toItem(await this.#dialect.insertItem(this.#db, { sku, name, available_quantity: availableQuantity, received_quantity: availableQuantity, created_at: now, updated_at: now }));
         } catch (error) {
           if (this.#dialect.isDuplicateKey(error)) throw new DuplicateSkuError(sku);
           throw error;
@@ -284,42 +369,83 @@ export class ReservationEngine {
   async restock(input: RestockInput, options?: WriteOptions): Promise<Item> {
     return this.#telemetry.call('restock', OK, async () => {
       const { itemId, quantity, idempotencyKey, idempotencyScope = '' } = parse(restockSchema, input);
-      const target = writeTarget(this.#db, this.#names, options);
       const key = idempotencyKey === undefined ? undefined : { scope: idempotencyScope, key: idempotencyKey, hash: payloadHash({ itemId, quantity }) };
-      const advice = key === undefined ? "Check the item's stock before restocking again, or pass an idempotencyKey." : RETRY_WITH_KEY;
-      return this.#unknownOutcome('restock', advice, { retry: key !== undefined && !target.hosted }, async () => {
-        for (let round = 1; ; round++) {
-          try {
-            const item = await this.#addStock(target, itemId, quantity, key);
-            this.#shortStock.forget(itemId);
-            return item;
-          } catch (error) {
-            if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
-            // The key is taken (maybe by a concurrent retry that committed first): replay or refuse.
-            // In a host's transaction a locking read sees the latest committed row, not its snapshot.
-            let lookup = target.db
-              .selectFrom('restock_requests')
-              .select('payload_hash')
-              .where('idempotency_scope', '=', key.scope)
-              .where('idempotency_key', '=', key.key);
-            if (target.hosted) lookup = lookup.forUpdate();
-            const earlier = await lookup.executeTakeFirst();
-            if (earlier && earlier.payload_hash !== key.hash) throw new IdempotencyConflictError(key.key);
-            if (earlier) return this.#requireItem(target.db, itemId);
-            // Invisible to the host's snapshot (REPEATABLE READ): only a new transaction can see it.
-            if (target.hosted || round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
-          }
+      const item = await this.#adjustStock('restock', options, itemId, key, async (db, now) => {
+        const result = await db
+          .updateTable('items')
+          .set((eb) => ({ available_quantity: eb('available_quantity', '+', quantity), received_quantity: eb('received_quantity', '+', quantity), updated_at: now }))
+          .where('id', '=', itemId)
+          // available + held ≤ MAX − quantity, written so that no side can overflow a 32-bit integer.
+          .where((eb) => eb('available_quantity', '<=', eb(eb.val(MAX_AVAILABLE_QUANTITY - quantity), '-', eb.ref('held_quantity'))))
+          .executeTakeFirst();
+        const item = await this.#requireItem(db, itemId);
+        if (Number(result.numUpdatedRows) === 0) {
+          throw new ValidationError([
+            `quantity: restocking ${quantity.toLocaleString('en-US')} would take item ${itemId} over ${MAX_AVAILABLE_QUANTITY.toLocaleString('en-US')} units ` +
+              `(${item.availableQuantity.toLocaleString('en-US')} available, ${item.heldQuantity.toLocaleString('en-US')} held)`,
+          ]);
         }
+        return item;
+      });
+      this.#shortStock.forget(itemId);
+      return item;
+    });
+  }
+
+  /**
+   * Takes `quantity` units out of an item's available stock for good — damaged, lost, stolen
+   * (shrinkage) — and writes an `item.written_off` event with the reason, in one transaction.
+   * It never takes available stock below zero: units held by PENDING reservations cannot be
+   * written off (cancel those first). The audit counts written-off units apart from sales. With
+   * an `idempotencyKey` it is safe to retry: the units are taken once.
+   *
+   * @throws {ValidationError} bad input
+   * @throws {NotFoundError} no item with this id
+   * @throws {InsufficientStockError} fewer units available than `quantity`: nothing written off
+   * @throws {IdempotencyConflictError} the key was used with another stock adjustment
+   *
+   * @example
+   * ```ts
+   * await engine.writeOff({ itemId: 1, quantity: 2, reason: 'damaged', idempotencyKey: 'count-2026-11-28-1' });
+   * ```
+   */
+  async writeOff(input: WriteOffInput, options?: WriteOptions): Promise<Item> {
+    return this.#telemetry.call('writeOff', OK, async () => {
+      const { itemId, quantity, reason, idempotencyKey, idempotencyScope = '' } = parse(writeOffSchema, input);
+      const key = idempotencyKey === undefined ? undefined : { scope: idempotencyScope, key: idempotencyKey, hash: payloadHash({ writeOff: { itemId, quantity, reason } }) };
+      return this.#adjustStock('writeOff', options, itemId, key, async (db, now) => {
+        const result = await db
+          .updateTable('items')
+          .set((eb) => ({ available_quantity: eb('available_quantity', '-', quantity), written_off_quantity: eb('written_off_quantity', '+', quantity), updated_at: now }))
+          .where('id', '=', itemId)
+          .where('available_quantity', '>=', quantity)
+          .executeTakeFirst();
+        const item = await this.#requireItem(db, itemId);
+        if (Number(result.numUpdatedRows) === 0) throw new InsufficientStockError(itemId, quantity, item.availableQuantity);
+        await db
+          .insertInto('outbox')
+          .values(itemEventRow(this.#dialect, 'item.written_off', { itemId, quantity, reason, availableQuantity: item.availableQuantity, occurredAt: now.toISOString() }, now, this.#telemetry.traceparent()))
+          .execute();
+        return item;
       });
     });
   }
 
   /**
-   * One restock transaction: records the key (if any), then adds the units under the bound
-   * available + held + quantity ≤ MAX_AVAILABLE_QUANTITY, so that held units can always come back.
+   * A stock adjustment (restock, write-off) in one transaction: records the key (if any), then
+   * runs `writes`. A key already taken — maybe by a concurrent retry that committed first — is
+   * replayed (the item as it is now) or refused (another adjustment).
    */
-  async #addStock(target: WriteTarget, itemId: number, quantity: number, key: { scope: string; key: string; hash: string } | undefined): Promise<Item> {
-    const writes = async (db: Kysely<Database>) => {
+  async #adjustStock(
+    operation: 'restock' | 'writeOff',
+    options: WriteOptions | undefined,
+    itemId: number,
+    key: { scope: string; key: string; hash: string } | undefined,
+    writes: (db: Kysely<Database>, now: Date) => Promise<Item>,
+  ): Promise<Item> {
+    const target = writeTarget(this.#db, this.#names, options);
+    const advice = key === undefined ? `Check the item's stock before calling ${operation} again, or pass an idempotencyKey.` : RETRY_WITH_KEY;
+    const run = async (db: Kysely<Database>) => {
       const now = this.#now();
       if (key !== undefined) {
         await db
@@ -327,27 +453,31 @@ export class ReservationEngine {
           .values({ idempotency_scope: key.scope, idempotency_key: key.key, payload_hash: key.hash, item_id: itemId, created_at: now })
           .execute();
       }
-      const result = await db
-        .updateTable('items')
-        .set((eb) => ({ available_quantity: eb('available_quantity', '+', quantity), updated_at: now }))
-        .where('id', '=', itemId)
-        // available + held ≤ MAX − quantity, written so that no side can overflow a 32-bit integer.
-        .where((eb) => eb('available_quantity', '<=', eb(eb.val(MAX_AVAILABLE_QUANTITY - quantity), '-', eb.ref('held_quantity'))))
-        .executeTakeFirst();
-      const row = await db.selectFrom('items').selectAll().where('id', '=', itemId).executeTakeFirst();
-      if (!row) throw new NotFoundError('item', itemId);
-      if (Number(result.numUpdatedRows) === 0) {
-        const item = toItem(row);
-        throw new ValidationError([
-          `quantity: restocking ${quantity.toLocaleString('en-US')} would take item ${itemId} over ${MAX_AVAILABLE_QUANTITY.toLocaleString('en-US')} units ` +
-            `(${item.availableQuantity.toLocaleString('en-US')} available, ${item.heldQuantity.toLocaleString('en-US')} held)`,
-        ]);
-      }
-      return toItem(row);
+      return writes(db, now);
     };
-    // In a host's transaction the writes run under a savepoint: a refused restock leaves its
-    // transaction as it was, and usable.
-    return transact(target, this.#dialect, (db) => (target.hosted ? underSavepoint(db, () => writes(db)) : writes(db)));
+    return this.#unknownOutcome(operation, advice, { retry: key !== undefined && !target.hosted }, async () => {
+      for (let round = 1; ; round++) {
+        try {
+          // In a host's transaction the writes run under a savepoint: a refused adjustment leaves
+          // its transaction as it was, and usable.
+          return await transact(target, this.#dialect, (db) => (target.hosted ? underSavepoint(db, () => run(db)) : run(db)));
+        } catch (error) {
+          if (key === undefined || !this.#dialect.isDuplicateKey(error)) throw error;
+          // In a host's transaction a locking read sees the latest committed row, not its snapshot.
+          let lookup = target.db
+            .selectFrom('restock_requests')
+            .select('payload_hash')
+            .where('idempotency_scope', '=', key.scope)
+            .where('idempotency_key', '=', key.key);
+          if (target.hosted) lookup = lookup.forUpdate();
+          const earlier = await lookup.executeTakeFirst();
+          if (earlier && earlier.payload_hash !== key.hash) throw new IdempotencyConflictError(key.key);
+          if (earlier) return this.#requireItem(target.db, itemId);
+          // Invisible to the host's snapshot (REPEATABLE READ): only a new transaction can see it.
+          if (target.hosted || round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, error, { hosted: target.hosted });
+        }
+      }
+    });
   }
 
   /**
@@ -380,17 +510,24 @@ export class ReservationEngine {
     return this.#telemetry.call('reserve', RESERVE_OUTCOME, async () => {
       const request = parse(reserveSchema, input);
       const target = writeTarget(this.#db, this.#names, options);
+      const { lines } = request;
+      // One line is a single-item reservation, stored and hashed as one whatever form it came in.
+      const single = lines.length === 1 ? lines[0]! : undefined;
       // The hash covers what the client sent, not this engine's defaults: a retry served by an
-      // engine with another defaultTtlSeconds (a rolling deploy) is still the same request.
-      const requestHash = () => payloadHash({ itemId: request.itemId, quantity: request.quantity, ttlSeconds: request.ttlSeconds });
+      // engine with another defaultTtlSeconds (a rolling deploy) is still the same request. Lines
+      // are summed and sorted already: their order does not change it.
+      const requestHash = () =>
+        single
+          ? payloadHash({ itemId: single.itemId, quantity: single.quantity, ttlSeconds: request.ttlSeconds })
+          : payloadHash({ lines: lines.map((line) => [line.itemId, line.quantity]), ttlSeconds: request.ttlSeconds });
       const ttlSeconds = request.ttlSeconds ?? this.#defaultTtlSeconds;
       const scope = request.idempotencyScope ?? '';
       const { idempotencyKey } = request;
 
       return this.#unknownOutcome('reserve', RETRY_WITH_KEY, { retry: !target.hosted }, async () => {
-        if (!target.hosted && this.#shortStock.likelyShort(request.itemId, request.quantity)) {
+        if (single && !target.hosted && this.#shortStock.likelyShort(single.itemId, single.quantity)) {
           // A sold-out item: one plain read answers most requests (see ShortStockNotes).
-          const answer = await this.#answerFromStockRead(request.itemId, request.quantity, scope, idempotencyKey, requestHash);
+          const answer = await this.#answerFromStockRead(single.itemId, single.quantity, scope, idempotencyKey, requestHash);
           if (answer) return answer;
         }
         const hash = requestHash();
@@ -406,7 +543,7 @@ export class ReservationEngine {
           }
           let written: { reservation: Reservation; outcome: ReserveOutcome };
           try {
-            written = await this.#insertReservation(target, { ...request, scope, ttlSeconds, hash });
+            written = await this.#insertReservation(target, { lines, idempotencyKey, scope, ttlSeconds, hash });
           } catch (error) {
             // A concurrent request with the same key committed first (our INSERT waited for it):
             // the next round finds and replays its result, outside the failed transaction.
@@ -420,12 +557,19 @@ export class ReservationEngine {
             case 'reserved':
               return { reservation, replayed: false };
             case 'replay':
-              return replay({ hash: outcome.payloadHash, reservation: toReservation(outcome.reservation) }, hash, idempotencyKey);
+              return replay({ hash: outcome.payloadHash, reservation: () => toReservation(outcome.reservation, outcome.lines) }, hash, idempotencyKey);
             case 'missing':
-              throw new NotFoundError('item', request.itemId);
+              throw new NotFoundError('item', outcome.itemId ?? lines[0]!.itemId);
             case 'insufficient':
-              if (!target.hosted) this.#shortStock.note(request.itemId, outcome.available);
-              throw new InsufficientStockError(request.itemId, request.quantity, outcome.available);
+              if (single) {
+                if (!target.hosted) this.#shortStock.note(single.itemId, outcome.available);
+                throw new InsufficientStockError(single.itemId, single.quantity, outcome.available);
+              }
+              if (outcome.short && outcome.short.length > 0) throw new InsufficientStockError(outcome.short);
+              // A decrement lost a race for units that are back already: try again.
+              if (round >= MAX_RESERVE_ROUNDS) throw new TransactionConflictError(round, undefined, { hosted: target.hosted });
+              if (target.hosted) throw new TransactionConflictError(round, undefined, { hosted: true });
+              continue;
           }
         }
       });
@@ -449,7 +593,7 @@ export class ReservationEngine {
         // Not past expiresAt by the engine clock, even if no sweep has expired it yet.
         guard: (update, now) => update.where('expires_at', '>', now),
         // The held units are sold: they leave the item for good.
-        release: (r) => ({ available: 0, held: -r.quantity }),
+        releaseTo: 'sold',
         // A PENDING reservation the guard refused is one that expired.
         refused: (r) => new InvalidStateError(r.id, r.status, 'confirm', r.status === 'PENDING'),
       });
@@ -471,7 +615,7 @@ export class ReservationEngine {
       return this.#transition(reservationId, 'cancel', options, {
         to: 'CANCELLED',
         event: 'reservation.cancelled',
-        release: (r) => ({ available: r.quantity, held: -r.quantity }),
+        releaseTo: 'available',
         refused: (r) => new InvalidStateError(r.id, r.status, 'cancel'),
       });
     });
@@ -512,26 +656,99 @@ export class ReservationEngine {
     const result = await update.executeTakeFirst();
     const row = await db.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
     if (!row) throw new NotFoundError('reservation', reservationId);
-    const reservation = toReservation(row);
+    const [reservation] = (await withLines(db, [row])) as [Reservation];
     if (Number(result.numUpdatedRows) === 1) {
       await db.insertInto('outbox').values(eventRow(this.#dialect, step.event, reservation, now, this.#telemetry.traceparent())).execute();
-      // Lock order reservation → item, as everywhere: no deadlock cycles.
-      const { available, held } = step.release(reservation);
+      // Lock order reservation → items in ascending id, as everywhere: no deadlock cycles.
+      const back = step.releaseTo === 'available';
+      await moveStock(
+        db,
+        reservation.lines.map((line) => ({ itemId: line.itemId, available: back ? line.quantity : 0, held: -line.quantity })),
+        now,
+      );
       // Stock comes back (a cancel): this engine's next reserve of the item need not read first.
-      if (available > 0) this.#shortStock.forget(reservation.itemId);
-      await db
-        .updateTable('items')
-        .set((eb) => ({
-          available_quantity: eb('available_quantity', '+', available),
-          held_quantity: eb('held_quantity', '+', held),
-          updated_at: now,
-        }))
-        .where('id', '=', reservation.itemId)
-        .execute();
+      if (back) for (const line of reservation.lines) this.#shortStock.forget(line.itemId);
       return { reservation, changed: true };
     }
     if (reservation.status === step.to) return { reservation, changed: false };
     throw step.refused(reservation, action);
+  }
+
+  /**
+   * Holds a PENDING reservation longer: its `expiresAt` becomes `ttlSeconds` from now (engine
+   * clock), with a `reservation.extended` event, in one transaction. It never moves `expiresAt`
+   * earlier: when the reservation is held that long already, it is returned unchanged and no
+   * event is written, so a repeat (a retry after a lost reply) is safe. It never moves it past
+   * `createdAt` + the engine's `maxHoldSeconds`: such a request is refused whole, and the error
+   * says the latest time allowed. A reservation of several items is extended as a whole.
+   *
+   * @throws {ValidationError} an id that is not a UUID, or a bad `ttlSeconds`
+   * @throws {NotFoundError} no reservation has this id
+   * @throws {InvalidStateError} not PENDING, or PENDING past `expiresAt` (code `RESERVATION_EXPIRED`)
+   * @throws {HoldLimitExceededError} now + `ttlSeconds` is past `createdAt` + `maxHoldSeconds`
+   * @throws {OutcomeUnknownError} the connection failed: extend again to learn the outcome
+   *
+   * @example
+   * ```ts
+   * const { reservation } = await engine.reserve({ lines: [{ itemId: 1, quantity: 2 }, { itemId: 7, quantity: 1 }], idempotencyKey: 'cart-42' });
+   * // The payment provider needs more time: hold the cart 10 more minutes from now.
+   * const extended = await engine.extend(reservation.id, { ttlSeconds: 600 });
+   * ```
+   */
+  async extend(reservationId: string, input: ExtendInput, options?: WriteOptions): Promise<Reservation> {
+    return this.#telemetry.call('extend', OK, async () => {
+      const id = reservationIdOf(reservationId);
+      const { ttlSeconds } = parse(extendSchema, input);
+      const target = writeTarget(this.#db, this.#names, options);
+      const advice = 'Extend it again: a repeat moves expiresAt no further than the request asks.';
+      return this.#unknownOutcome('extend', advice, { retry: !target.hosted }, () =>
+        transact(target, this.#dialect, (db) => {
+          const writes = () => this.#extendWrites(db, id, reservationId, ttlSeconds);
+          return target.hosted ? underSavepoint(db, writes) : writes();
+        }),
+      );
+    });
+  }
+
+  async #extendWrites(db: Kysely<Database>, id: string, reservationId: string, ttlSeconds: number): Promise<Reservation> {
+    const now = this.#now();
+    const wanted = new Date(now.getTime() + ttlSeconds * 1000);
+    // The reservation's row lock first, as every transition takes it; extend touches no item.
+    const row = await db.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+    if (!row) throw new NotFoundError('reservation', reservationId);
+    const [current] = (await withLines(db, [row])) as [Reservation];
+    if (current.status !== 'PENDING') throw new InvalidStateError(current.id, current.status, 'extend');
+    if (current.expiresAt.getTime() <= now.getTime()) throw new InvalidStateError(current.id, current.status, 'extend', true);
+    if (wanted.getTime() <= current.expiresAt.getTime()) return current;
+    const latest = new Date(current.createdAt.getTime() + this.#maxHoldSeconds * 1000);
+    if (wanted.getTime() > latest.getTime()) throw new HoldLimitExceededError(current.id, latest, wanted);
+    await db.updateTable('reservations').set({ expires_at: wanted, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING').execute();
+    const reservation: Reservation = Object.freeze({ ...current, expiresAt: wanted, updatedAt: now });
+    await db.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.extended', reservation, now, this.#telemetry.traceparent())).execute();
+    return reservation;
+  }
+
+  /**
+   * Checks that the stock adds up, per item, from one consistent snapshot of the database:
+   * units received (initial stock plus restocks) minus units written off equal available units
+   * plus the units of PENDING and CONFIRMED reservations (cancelled and expired ones returned
+   * theirs), the held counter equals the PENDING units, and nothing is negative. Returns every
+   * item where it does not hold, with the figures. Reads only; on a large database it reads every
+   * reservation of the items checked, so run it off-peak or for some `itemIds`.
+   *
+   * @throws {ValidationError} bad `itemIds`
+   *
+   * @example
+   * ```ts
+   * const report = await engine.audit();
+   * if (!report.ok) for (const d of report.discrepancies) console.error(d.itemId, d.problems.join('; '));
+   * ```
+   */
+  async audit(input: AuditInput = {}): Promise<AuditReport> {
+    return this.#telemetry.call('audit', OK, async () => {
+      const { itemIds } = parse(auditSchema, input);
+      return this.#unknownOutcome('audit', NOTHING_WRITTEN, { retry: true }, () => auditStock(this.#db, this.#dialect, itemIds));
+    });
   }
 
   /**
@@ -543,7 +760,7 @@ export class ReservationEngine {
       const id = reservationIdOf(reservationId);
       return this.#unknownOutcome('getReservation', NOTHING_WRITTEN, { retry: true }, async () => {
         const row = await this.#db.selectFrom('reservations').selectAll().where('id', '=', id).executeTakeFirst();
-        return row && toReservation(row);
+        return row && (await withLines(this.#db, [row]))[0];
       });
     });
   }
@@ -567,12 +784,17 @@ export class ReservationEngine {
       const { itemId, status, idempotencyScope, limit, after } = parse(listReservationsSchema, query);
       return this.#unknownOutcome('listReservations', NOTHING_WRITTEN, { retry: true }, async () => {
         let select = this.#db.selectFrom('reservations').selectAll().orderBy('id').limit(limit + 1);
-        if (itemId !== undefined) select = select.where('item_id', '=', itemId);
+        if (itemId !== undefined) {
+          // The item's own reservations, and those of several items with a line for it.
+          select = select.where((eb) =>
+            eb.or([eb('item_id', '=', itemId), eb('id', 'in', eb.selectFrom('reservation_lines').select('reservation_id').where('item_id', '=', itemId))]),
+          );
+        }
         if (status !== undefined) select = select.where('status', '=', status);
         if (idempotencyScope !== undefined) select = select.where('idempotency_scope', '=', idempotencyScope);
         if (after !== undefined) select = select.where('id', '>', after);
         const rows = await select.execute();
-        const reservations = rows.slice(0, limit).map(toReservation);
+        const reservations = await withLines(this.#db, rows.slice(0, limit));
         return Object.freeze({ reservations: Object.freeze(reservations), next: rows.length > limit ? reservations.at(-1)?.id : undefined });
       });
     });
@@ -588,7 +810,12 @@ export class ReservationEngine {
     const row = (await this.#db.executeQuery<StockAndKeyRow>({ ...query, parameters: [scope, idempotencyKey, itemId] })).rows[0];
     // No such item (never deleted by the engine): the reserve routine gives the full answer.
     if (!row) return undefined;
-    if (row.payload_hash != null) return replay({ hash: row.payload_hash, reservation: toReservation(row as Selectable<ReservationsTable>) }, hash(), idempotencyKey);
+    if (row.payload_hash != null) {
+      const earlier = row as Selectable<ReservationsTable>;
+      // Another request's key (a cart's, say) is a conflict before its lines matter.
+      const lines = earlier.item_id === null && row.payload_hash === hash() ? (await readLines(this.#db, [earlier.id])).get(String(earlier.id).toLowerCase()) : undefined;
+      return replay({ hash: row.payload_hash, reservation: () => toReservation(earlier, lines) }, hash(), idempotencyKey);
+    }
     const available = Number(row.available);
     if (available >= quantity) {
       this.#shortStock.forget(itemId);
@@ -602,15 +829,19 @@ export class ReservationEngine {
   async #findByIdempotencyKey(target: WriteTarget, scope: string, idempotencyKey: string, { lock }: { lock: boolean }): Promise<EarlierRequest | undefined> {
     const query = lookupQuery(target.db, scope, idempotencyKey);
     const row = await (lock ? query.forUpdate() : query).executeTakeFirst();
-    return row && { hash: row.payload_hash, reservation: toReservation(row) };
+    if (!row) return undefined;
+    const [reservation] = await withLines(target.db, [row]);
+    return { hash: row.payload_hash, reservation: () => reservation! };
   }
 
-  async #insertReservation(target: WriteTarget, request: { itemId: number; quantity: number; idempotencyKey: string; scope: string; ttlSeconds: number; hash: string }) {
+  async #insertReservation(target: WriteTarget, request: { lines: readonly ReservationLine[]; idempotencyKey: string; scope: string; ttlSeconds: number; hash: string }) {
     const now = this.#now();
+    const single = request.lines.length === 1;
     const reservation: Reservation = Object.freeze({
       id: uuidv7(now.getTime()),
-      itemId: request.itemId,
-      quantity: request.quantity,
+      itemId: single ? request.lines[0]!.itemId : null,
+      quantity: request.lines.reduce((sum, line) => sum + line.quantity, 0),
+      lines: Object.freeze(request.lines.map((line) => Object.freeze({ itemId: line.itemId, quantity: line.quantity }))),
       status: 'PENDING',
       idempotencyScope: request.scope === '' ? null : request.scope,
       idempotencyKey: request.idempotencyKey,
@@ -622,6 +853,7 @@ export class ReservationEngine {
       id: reservation.id,
       itemId: reservation.itemId,
       quantity: reservation.quantity,
+      lines: reservation.lines,
       idempotencyScope: request.scope,
       idempotencyKey: reservation.idempotencyKey,
       payloadHash: request.hash,
@@ -632,7 +864,7 @@ export class ReservationEngine {
     };
     const outcome = target.hosted
       ? await transact(target, this.#dialect, (db) => reserveInHostTransaction(db, this.#dialect, row))
-      : await withRetries(this.#dialect, () => this.#dialect.reserve(this.#db, this.#names, row));
+      : await withRetries(this.#dialect, () => (single ? this.#dialect.reserve(this.#db, this.#names, row) : this.#dialect.reserveLines(this.#db, this.#names, row)));
     return { reservation, outcome };
   }
 
@@ -685,11 +917,12 @@ function lookupQuery(db: Kysely<Database>, scope: string, idempotencyKey: string
 
 interface EarlierRequest {
   readonly hash: string;
-  readonly reservation: Reservation;
+  /** The reservation, built only for a replay (a conflict need not read a cart's lines). */
+  readonly reservation: () => Reservation;
 }
 
 /** The answer to a key seen before: its reservation for the same request, a conflict for another. */
 function replay(earlier: EarlierRequest, hash: string, idempotencyKey: string): ReserveResult {
   if (earlier.hash !== hash) throw new IdempotencyConflictError(idempotencyKey);
-  return { reservation: earlier.reservation, replayed: true };
+  return { reservation: earlier.reservation(), replayed: true };
 }

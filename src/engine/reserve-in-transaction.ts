@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
-import type { NewReservation, ReserveOutcome, SqlDialect } from '../dialects/dialect.js';
+import { type NewReservation, type ReserveOutcome, shortOutcome, type SqlDialect } from '../dialects/dialect.js';
+import { readShortLines } from '../stock/short-lines.js';
 import type { Database } from '../types.js';
 import { underSavepoint } from './host-transaction.js';
 
@@ -7,11 +8,12 @@ import { underSavepoint } from './host-transaction.js';
  * @internal
  * The reserve writes inside a host's transaction, as plain statements: the database's own
  * reserve routine would start (MySQL: and so commit) a transaction of its own. The same order as
- * the routine — idempotency record, reservation, event, then the guarded decrement, which takes
- * the item's row lock last — under a savepoint, so that a failure (no stock, a duplicate key)
- * undoes exactly these writes and leaves the host's transaction usable.
+ * the routines — idempotency record, reservation (and its lines), event, then the guarded
+ * decrements in ascending item id, which take the items' row locks last — under a savepoint, so
+ * that a failure (no stock, a duplicate key) undoes exactly these writes and leaves the host's
+ * transaction usable.
  */
-export async function reserveInHostTransaction(trx: Kysely<Database>, dialect: SqlDialect, r: NewReservation): Promise<ReserveOutcome> {
+export async function reserveInHostTransaction(trx: Kysely<Database>, _dialect: SqlDialect, r: NewReservation): Promise<ReserveOutcome> {
   const noStock = Symbol('no stock');
   try {
     return await underSavepoint(trx, async () => {
@@ -33,26 +35,38 @@ export async function reserveInHostTransaction(trx: Kysely<Database>, dialect: S
           updated_at: r.now,
         })
         .execute();
+      if (r.itemId === null) {
+        await trx
+          .insertInto('reservation_lines')
+          .values(r.lines.map((line) => ({ reservation_id: r.id, item_id: line.itemId, quantity: line.quantity })))
+          .execute();
+      }
       await trx
         .insertInto('outbox')
         .values({ type: 'reservation.created', payload: r.eventPayload, created_at: r.now, available_at: r.now, attempts: 0, trace_context: r.traceContext })
         .execute();
-      const decrement = await trx
-        .updateTable('items')
-        .set((eb) => ({
-          available_quantity: eb('available_quantity', '-', r.quantity),
-          held_quantity: eb('held_quantity', '+', r.quantity),
-          updated_at: r.now,
-        }))
-        .where('id', '=', r.itemId)
-        .where('available_quantity', '>=', r.quantity)
-        .executeTakeFirst();
-      if (Number(decrement.numUpdatedRows) !== 1) throw noStock;
+      for (const line of r.lines) {
+        const decrement = await trx
+          .updateTable('items')
+          .set((eb) => ({
+            available_quantity: eb('available_quantity', '-', line.quantity),
+            held_quantity: eb('held_quantity', '+', line.quantity),
+            updated_at: r.now,
+          }))
+          .where('id', '=', line.itemId)
+          .where('available_quantity', '>=', line.quantity)
+          .executeTakeFirst();
+        if (Number(decrement.numUpdatedRows) !== 1) throw noStock;
+      }
       return { kind: 'reserved' } as const;
     });
   } catch (error) {
     if (error !== noStock) throw error;
-    const item = await trx.selectFrom('items').select('available_quantity').where('id', '=', r.itemId).executeTakeFirst();
-    return item ? { kind: 'insufficient', available: Number(item.available_quantity) } : { kind: 'missing' };
+    const short = await readShortLines(trx, r.lines);
+    if (r.itemId !== null) {
+      const available = short[0]?.available ?? 0;
+      return available < 0 ? { kind: 'missing' } : { kind: 'insufficient', available };
+    }
+    return shortOutcome(short);
   }
 }

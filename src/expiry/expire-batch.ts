@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import { engineDb, schemaNames } from '../schema/tables.js';
@@ -6,7 +6,9 @@ import { OutcomeUnknownError } from '../errors.js';
 import { eventRow } from '../outbox/event-row.js';
 import { toDate } from '../rows.js';
 import { inTransaction } from '../transaction.js';
-import type { Database } from '../types.js';
+import type { Database, ReservationLine } from '../types.js';
+import { readLines } from '../engine/lines.js';
+import { moveStock, sumMoves } from '../stock/move-stock.js';
 import { batchLimitSchema, dateSchema, dbOptionsShape, parseOptions, telemetrySchema } from '../validation.js';
 import { log, type Logger, loggerSchema } from '../observability/logger.js';
 import { dbSystemName, type Telemetry, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
@@ -72,8 +74,9 @@ const optionsSchema = z.strictObject({
 
 interface DueReservation {
   readonly id: string;
-  readonly itemId: number;
+  readonly itemId: number | null;
   readonly quantity: number;
+  readonly lines: readonly ReservationLine[];
   readonly expiresAt: Date;
 }
 
@@ -174,7 +177,16 @@ async function dueReservations(db: Kysely<Database>, now: Date, limit: number, o
   if (options.id !== undefined) query = query.where('id', '=', options.id);
   if (options.lock) query = query.forUpdate().skipLocked();
   const rows = await query.execute();
-  return rows.map((row) => ({ id: row.id, itemId: Number(row.item_id), quantity: Number(row.quantity), expiresAt: toDate(row.expires_at) }));
+  // Reservations of several items: their lines, one query for all.
+  const lines = await readLines(
+    db,
+    rows.filter((row) => row.item_id === null).map((row) => row.id),
+  );
+  return rows.map((row) => {
+    const itemId = row.item_id === null ? null : Number(row.item_id);
+    const quantity = Number(row.quantity);
+    return { id: row.id, itemId, quantity, lines: itemId === null ? (lines.get(String(row.id).toLowerCase()) ?? []) : [{ itemId, quantity }], expiresAt: toDate(row.expires_at) };
+  });
 }
 
 async function markExpired(trx: Kysely<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
@@ -192,20 +204,10 @@ async function markExpired(trx: Kysely<Database>, due: readonly DueReservation[]
 
 /** Moves the held units back to available, one statement for all items, locking the items in id order first. */
 async function returnStock(trx: Kysely<Database>, due: readonly DueReservation[], now: Date): Promise<void> {
-  const returned = new Map<number, number>();
-  for (const r of due) returned.set(r.itemId, (returned.get(r.itemId) ?? 0) + r.quantity);
-  const itemIds = [...returned.keys()].sort((a, b) => a - b);
-  // Two sweeps over overlapping items take the item locks in the same order: no deadlock.
-  await trx.selectFrom('items').select('id').where('id', 'in', itemIds).orderBy('id').forUpdate().execute();
-  const units = sql<number>`case id ${sql.join(
-    itemIds.map((id) => sql`when ${sql.lit(id)} then ${sql.lit(returned.get(id)!)}`),
-    sql` `,
-  )} else 0 end`;
-  await trx
-    .updateTable('items')
-    .set((eb) => ({ available_quantity: eb('available_quantity', '+', units), held_quantity: eb('held_quantity', '-', units), updated_at: now }))
-    .where('id', 'in', itemIds)
-    .execute();
+  const moves = due.flatMap((r) => r.lines.map((line) => ({ itemId: line.itemId, available: line.quantity, held: -line.quantity })));
+  // Several items go through moveStock's ordered locks even when only one is due, so that two
+  // sweeps over overlapping items never deadlock.
+  await moveStock(trx, sumMoves(moves), now);
 }
 
 async function writeEvents(trx: Kysely<Database>, dialect: SqlDialect, due: readonly DueReservation[], now: Date, traceContext: string | null): Promise<void> {

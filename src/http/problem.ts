@@ -27,6 +27,7 @@ const TITLES: Readonly<Record<string, string>> = Object.freeze({
   IDEMPOTENCY_CONFLICT: 'Idempotency key reused with a different request',
   INVALID_STATE: 'Reservation is not in a state that allows this',
   RESERVATION_EXPIRED: 'Reservation expired',
+  HOLD_LIMIT_EXCEEDED: 'Hold cannot be extended that far',
   DUPLICATE_SKU: 'SKU already exists',
   TRANSACTION_CONFLICT: 'Temporarily unable to complete the request',
   OUTCOME_UNKNOWN: 'Outcome unknown: retry to find out',
@@ -146,7 +147,7 @@ function problem(status: number, code: string, detail: string, extra: Record<str
 }
 
 function extensions(error: ReservationError): Record<string, unknown> {
-  const { available, requested, itemId, reservationId, currentStatus, issues } = error as unknown as Record<string, unknown>;
+  const { available, requested, itemId, reservationId, currentStatus, issues, lines, maxExpiresAt } = error as unknown as Record<string, unknown>;
   // Configuration problems are the host's bug: their details stay in the server's logs.
   if (error.code === 'VALIDATION_ERROR' && Array.isArray(issues)) return { errors: issues };
   const extra: Record<string, unknown> = {};
@@ -155,5 +156,8 @@ function extensions(error: ReservationError): Record<string, unknown> {
   if (currentStatus !== undefined) extra.currentStatus = currentStatus;
   if (available !== undefined) extra.available = available;
   if (requested !== undefined) extra.requested = requested;
+  // Every short line of a reservation of several items.
+  if (error.code === 'INSUFFICIENT_STOCK' && Array.isArray(lines)) extra.lines = lines;
+  if (maxExpiresAt instanceof Date) extra.maxExpiresAt = maxExpiresAt.toISOString();
   return extra;
 }

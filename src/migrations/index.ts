@@ -10,6 +10,7 @@ import { reserveRoutineMigration } from './0002-reserve-routine.js';
 import { retentionIndexesMigration } from './0003-retention-indexes.js';
 import { reserveOrReplayMigration } from './0004-reserve-or-replay.js';
 import { outboxTraceContextMigration } from './0005-outbox-trace-context.js';
+import { linesAndAuditMigration } from './0006-lines-and-audit.js';
 
 /** Options of {@link migrateToLatest} and {@link reservationEngineMigrations}. */
 export interface MigrationOptions {
@@ -53,6 +54,7 @@ export function reservationEngineMigrations(options: MigrationOptions = {}): Rea
     reservation_engine_0003_retention_indexes: step(retentionIndexesMigration),
     reservation_engine_0004_reserve_or_replay: step(reserveOrReplayMigration),
     reservation_engine_0005_outbox_trace_context: step(outboxTraceContextMigration),
+    reservation_engine_0006_lines_and_audit: step(linesAndAuditMigration),
   });
 }
 

@@ -83,12 +83,13 @@ export async function claimEvents(
 }
 
 function readEvent(dialect: SqlDialect, row: DueRow): OutboxEvent {
+  // The type and its payload were written together: the pair is one of OutboxEvent's.
   return Object.freeze({
     id: String(row.id),
     type: row.type,
-    payload: dialect.parseJson(row.payload) as OutboxEvent['payload'],
+    payload: dialect.parseJson(row.payload),
     attempts: Number(row.attempts) + 1,
     createdAt: toDate(row.created_at),
     ...(row.trace_context ? { traceparent: row.trace_context } : {}),
-  });
+  }) as OutboxEvent;
 }

@@ -6,6 +6,7 @@ import { schemaNames } from '../schema/tables.js';
 import { inTransaction } from '../transaction.js';
 import type { Database, DatabaseKind } from '../types.js';
 import { uuidv7LowerBound } from '../uuid.js';
+import { readLines } from '../engine/lines.js';
 import { dateSchema, dbOptionsShape, integer, MAX_BATCH_LIMIT, parseOptions, telemetrySchema } from '../validation.js';
 import { dialectOf } from '../dialects/index.js';
 import { dbSystemName, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
@@ -242,7 +243,7 @@ async function deleteKeys(
 async function purgeReservations(trx: Kysely<Database>, before: Date, limit: number): Promise<number> {
   const rows = await trx
     .selectFrom('reservations')
-    .select(['id', 'idempotency_scope', 'idempotency_key'])
+    .select(['id', 'idempotency_scope', 'idempotency_key', 'item_id', 'quantity', 'status'])
     .where('id', '<', uuidv7LowerBound(before.getTime()))
     .where('status', 'in', FINISHED)
     .orderBy('id')
@@ -257,6 +258,9 @@ async function purgeReservations(trx: Kysely<Database>, before: Date, limit: num
     'idempotency_requests',
     rows.map((r) => ({ ...r, reservation_id: r.id })),
   );
+  await countPurgedSales(trx, rows);
+  const carts = rows.filter((r) => r.item_id === null).map((r) => r.id);
+  if (carts.length > 0) await trx.deleteFrom('reservation_lines').where('reservation_id', 'in', carts).execute();
   const result = await trx
     .deleteFrom('reservations')
     .where(
@@ -267,4 +271,30 @@ async function purgeReservations(trx: Kysely<Database>, before: Date, limit: num
     .where('status', 'in', FINISHED)
     .executeTakeFirst();
   return Number(result.numDeletedRows);
+}
+
+/**
+ * The units of CONFIRMED reservations about to be deleted go to their items' purged-sales
+ * counter, so that the audit still finds them: sold units leave the item, and a sale's record
+ * may go, but the count stays.
+ */
+async function countPurgedSales(trx: Kysely<Database>, rows: readonly { id: string; item_id: number | null; quantity: number; status: string }[]): Promise<void> {
+  const confirmed = rows.filter((r) => r.status === 'CONFIRMED');
+  const lines = await readLines(
+    trx,
+    confirmed.filter((r) => r.item_id === null).map((r) => r.id),
+  );
+  const sold = new Map<number, number>();
+  for (const r of confirmed) {
+    const itemLines = r.item_id === null ? (lines.get(String(r.id).toLowerCase()) ?? []) : [{ itemId: Number(r.item_id), quantity: Number(r.quantity) }];
+    for (const line of itemLines) sold.set(line.itemId, (sold.get(line.itemId) ?? 0) + line.quantity);
+  }
+  // One UPDATE per item in ascending id: the lock order of every writer of items.
+  for (const [itemId, units] of [...sold].sort(([a], [b]) => a - b)) {
+    await trx
+      .updateTable('items')
+      .set((eb) => ({ purged_confirmed_quantity: eb('purged_confirmed_quantity', '+', units) }))
+      .where('id', '=', itemId)
+      .execute();
+  }
 }

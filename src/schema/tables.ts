@@ -17,7 +17,7 @@ import type { Database } from '../types.js';
 export const DEFAULT_TABLE_PREFIX = 'reservation_engine_';
 
 /** The engine's tables by the names its queries use; stored as the prefix followed by this name. */
-const LOGICAL_TABLES = Object.freeze(['items', 'reservations', 'idempotency_requests', 'restock_requests', 'outbox'] as const);
+const LOGICAL_TABLES = Object.freeze(['items', 'reservations', 'idempotency_requests', 'restock_requests', 'outbox', 'reservation_lines'] as const);
 export type LogicalTable = (typeof LOGICAL_TABLES)[number];
 
 /** 1–30 characters, a letter first, then letters, digits and `_`: room for the longest name in 63 characters. */

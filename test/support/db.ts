@@ -149,7 +149,7 @@ export class TestDatabase {
 
   /** Empties every table. */
   async reset(): Promise<void> {
-    for (const table of ['outbox', 'idempotency_requests', 'restock_requests', 'reservations', 'items']) {
+    for (const table of ['outbox', 'reservation_lines', 'idempotency_requests', 'restock_requests', 'reservations', 'items']) {
       await this.db.deleteFrom(table).execute();
     }
   }

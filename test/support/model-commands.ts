@@ -57,6 +57,7 @@ function expectReservation(actual: Reservation, expected: ModelReservation): voi
     id: expected.id,
     itemId: expected.itemId,
     quantity: expected.quantity,
+    lines: [{ itemId: expected.itemId, quantity: expected.quantity }],
     status: expected.status,
     idempotencyScope: expected.scope ?? null,
     idempotencyKey: expected.key,
