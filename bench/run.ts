@@ -17,6 +17,7 @@ import type { Mode, Scenario, ScenarioContext, ScenarioResult } from './lib/scen
 import { evaluateTargets, type TargetResult } from './lib/targets.js';
 import { expiry } from './scenarios/expiry.js';
 import { backlog } from './scenarios/backlog.js';
+import { cart } from './scenarios/cart.js';
 import { embeddedMemory } from './scenarios/embedded-memory.js';
 import { hotItem } from './scenarios/hot-item.js';
 import { manyItems } from './scenarios/many-items.js';
@@ -27,7 +28,7 @@ import { scale } from './scenarios/scale.js';
 import { soldOut } from './scenarios/sold-out.js';
 import { telemetry } from './scenarios/telemetry.js';
 
-const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, outbox, expiry, backlog, scale, embeddedMemory, telemetry, rabbitmq];
+const SCENARIOS: Scenario[] = [hotItem, manyItems, replay, soldOut, cart, outbox, expiry, backlog, scale, embeddedMemory, telemetry, rabbitmq];
 const DIALECTS: DialectName[] = ['mysql', 'postgres', 'pglite'];
 
 const USAGE = `Usage: npm run bench -- [options]

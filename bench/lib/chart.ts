@@ -60,7 +60,7 @@ function niceScale(max: number): { top: number; step: number } {
 }
 
 const KEY_ABBREVIATION: Record<string, string> = { workers: 'W', batch: 'B' };
-const KEY_NAME: Record<string, string> = { concurrency: 'concurrency (callers = pool size)', workers: 'W = concurrent callers', batch: 'B = batch size' };
+const KEY_NAME: Record<string, string> = { concurrency: 'concurrency (callers = pool size)', workers: 'W = concurrent callers', batch: 'B = batch size', items: 'items drawn from' };
 const part = (key: string, value: number) => `${KEY_ABBREVIATION[key] ?? (key === 'concurrency' ? 'c' : key)}=${value.toLocaleString('en-US')}`;
 
 type Info = Partial<Pick<RunInfo, 'startedAt' | 'mode' | 'database' | 'machine' | 'git'>>;

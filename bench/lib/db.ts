@@ -15,7 +15,7 @@ import { type RawPool, mysqlRawPool, pgliteRawPool, postgresRawPool } from './ra
 
 export type DialectName = 'mysql' | 'postgres' | 'pglite';
 
-export const TABLES = ['outbox', 'idempotency_requests', 'restock_requests', 'reservations', 'items'] as const;
+export const TABLES = ['outbox', 'idempotency_requests', 'restock_requests', 'reservation_lines', 'reservations', 'items'] as const;
 
 export class BenchDatabase {
   private constructor(

@@ -31,8 +31,12 @@ export async function seedItems(
 ): Promise<number[]> {
   const now = new Date();
   const tag = Math.random().toString(36).slice(2, 8);
-  const rows = Array.from({ length: count }, (_, i) => [`BENCH-${tag}-${i + 1}`, `Bench item ${i + 1}`, typeof stock === 'number' ? stock : stock(i), held(i), now, now]);
-  await insertRows(bench, 'items', ['sku', 'name', 'available_quantity', 'held_quantity', 'created_at', 'updated_at'], rows);
+  const rows = Array.from({ length: count }, (_, i) => {
+    const available = typeof stock === 'number' ? stock : stock(i);
+    // Received = available + held, as createItem and the PENDING reservations would leave it: engine.audit adds up.
+    return [`BENCH-${tag}-${i + 1}`, `Bench item ${i + 1}`, available, held(i), available + held(i), now, now];
+  });
+  await insertRows(bench, 'items', ['sku', 'name', 'available_quantity', 'held_quantity', 'received_quantity', 'created_at', 'updated_at'], rows);
   const { rows: ids } = await bench.admin.query(bench.sql('SELECT id FROM items WHERE sku LIKE ? ORDER BY id'), [`BENCH-${tag}-%`]);
   return ids.map((r: { id: number | string }) => Number(r.id));
 }
@@ -170,18 +174,23 @@ export async function verifyEngineStatements(bench: BenchDatabase): Promise<{ ma
 
 /**
  * After a variant: no item below zero; for every item, available + Σ quantity of its PENDING
- * reservations (+ the bare decrements, which have no reservation) = its initial stock; exactly
- * `reservations` reservations, idempotency records and `reservation.created` events.
+ * reservations, single-item ones and lines of several-item ones (+ the bare decrements, which
+ * have no reservation) = its initial stock; exactly `reservations` reservations, idempotency
+ * records and `reservation.created` events, and, when given, `lines` reservation lines.
  */
 export async function checkStock(
   bench: BenchDatabase,
   checks: Checks,
-  expected: { initial: Map<number, number>; reservations: number; bareDecrements?: number },
+  expected: { initial: Map<number, number>; reservations: number; bareDecrements?: number; lines?: number },
 ): Promise<void> {
   checks.equal('no item below zero', await bench.count('SELECT COUNT(*) AS n FROM items WHERE available_quantity < 0'), 0);
   const { rows } = await bench.admin.query(
-    `SELECT i.id, i.available_quantity AS available, COALESCE(SUM(r.quantity), 0) AS held
-       FROM items i LEFT JOIN reservations r ON r.item_id = i.id AND r.status = 'PENDING'
+    `SELECT i.id, i.available_quantity AS available, COALESCE(SUM(h.quantity), 0) AS held
+       FROM items i LEFT JOIN (
+              SELECT item_id, quantity FROM reservations WHERE status = 'PENDING' AND item_id IS NOT NULL
+              UNION ALL
+              SELECT l.item_id, l.quantity FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id WHERE r.status = 'PENDING'
+            ) h ON h.item_id = i.id
       GROUP BY i.id, i.available_quantity`,
   );
   let mismatched = 0;
@@ -201,6 +210,7 @@ export async function checkStock(
     checks.equal('units taken = successful UPDATEs', taken, expected.bareDecrements);
   }
   checks.equal('reservations = successful ops', await bench.count('SELECT COUNT(*) AS n FROM reservations'), expected.reservations);
+  if (expected.lines !== undefined) checks.equal('reservation lines', await bench.count('SELECT COUNT(*) AS n FROM reservation_lines'), expected.lines);
   checks.equal('idempotency records = reservations', await bench.count('SELECT COUNT(*) AS n FROM idempotency_requests'), expected.reservations);
   checks.equal(
     'reservation.created events = reservations',

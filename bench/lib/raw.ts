@@ -13,7 +13,7 @@ import { DEFAULT_TABLE_PREFIX, type PGliteLike } from '../../src/index.js';
  * SQL names them as the engine's queries do (`items`, …), and this puts the prefix in.
  */
 export function prefixTables(sql: string): string {
-  return sql.replace(/\b(items|reservations|idempotency_requests|restock_requests|outbox)\b/g, `${DEFAULT_TABLE_PREFIX}$1`);
+  return sql.replace(/\b(items|reservations|reservation_lines|idempotency_requests|restock_requests|outbox)\b/g, `${DEFAULT_TABLE_PREFIX}$1`);
 }
 
 export interface RawResult {

@@ -71,9 +71,9 @@ const num = (n: number | undefined, digits = 0) =>
 const perOpUs = (cores: number | undefined, throughput: number) => (cores === undefined || !(throughput > 0) ? undefined : (cores / throughput) * 1e6);
 
 function configLabel(config: Record<string, number>): string {
-  if ('concurrency' in config) return `c=${config.concurrency}`;
+  const short: Record<string, string> = { concurrency: 'c', workers: 'W', batch: 'B' };
   return Object.entries(config)
-    .map(([k, v]) => `${k === 'workers' ? 'W' : k === 'batch' ? 'B' : k}=${v}`)
+    .map(([k, v]) => `${short[k] ?? k}=${v}`)
     .join(' ');
 }
 

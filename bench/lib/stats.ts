@@ -29,13 +29,14 @@ export class Latencies {
 
   summary(): LatencySummary {
     const sorted = this.#values.slice(0, this.#length).sort();
-    return { count: this.#length, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted[sorted.length - 1] ?? Number.NaN };
+    return { count: this.#length, p50Ms: percentile(sorted, 0.5), p95Ms: percentile(sorted, 0.95), p99Ms: percentile(sorted, 0.99), maxMs: sorted[sorted.length - 1] ?? Number.NaN };
   }
 }
 
 export interface LatencySummary {
   count: number;
   p50Ms: number;
+  p95Ms: number;
   p99Ms: number;
   maxMs: number;
 }

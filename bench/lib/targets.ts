@@ -33,6 +33,19 @@ function ratioTarget(find: Find, target: string, scenario: string, variant: stri
   };
 }
 
+/** At most `max` times the baseline's per-op latency (p50) at the same config. */
+function latencyRatioTarget(find: Find, target: string, scenario: string, variant: string, baseline: string, config: Record<string, number>, max: number): TargetResult {
+  const row = find(scenario, variant, config);
+  const base = find(scenario, baseline, config);
+  if (!row || !base || !(base.m.latency.p50Ms > 0)) return { target, measured: 'not run', status: 'n/a' };
+  const ratio = row.m.latency.p50Ms / base.m.latency.p50Ms;
+  return {
+    target,
+    measured: `${fmt(ratio)}× (p50 ${fmt(row.m.latency.p50Ms)} vs ${fmt(base.m.latency.p50Ms)} ms)`,
+    status: ratio <= max ? 'PASS' : 'MISS',
+  };
+}
+
 function rateTarget(find: Find, target: string, scenario: string, variant: string, config: Record<string, number>, min: number, unit: string): TargetResult {
   const row = find(scenario, variant, config);
   if (!row) return { target, measured: 'not run', status: 'n/a' };
@@ -66,6 +79,10 @@ export function evaluateTargets(results: ScenarioResult[], concurrencies: number
     out.push(ratioTarget(find, `telemetry, c=${c}: API without SDK ≥ 0.98× off`, 'telemetry', 'api', 'off', { concurrency: c }, 0.98));
     out.push(ratioTarget(find, `telemetry, c=${c}: SDK recording ≥ 0.90× off`, 'telemetry', 'sdk', 'off', { concurrency: c }, 0.9));
     out.push(ratioTarget(find, `telemetry, c=${c}: SDK recording ≥ 0.90× its context manager alone`, 'telemetry', 'sdk', 'ctx', { concurrency: c }, 0.9));
+  }
+  // Issue 15: a cart of 5 items costs at most twice a reservation of 1 (spread items, as in bench/scenarios/cart.ts).
+  for (const c of concurrencies) {
+    out.push(latencyRatioTarget(find, `cart, c=${c}: 5-line cart p50 ≤ 2× 1-line reservation`, 'cart', 'cart', 'single', { concurrency: c, items: 10_000 }, 2));
   }
   // Scale: each operation on million-row tables against small ones, same run (configs as in bench/scenarios/scale.ts).
   for (const [op, config] of [

@@ -201,7 +201,13 @@ describe.skipIf(!available && !required)('Galera: 3 nodes, one isolated under lo
           }
           continue;
         }
-        const result = await persist('reserve', node, (engine) => engine.reserve(request));
+        // Some are carts: the hot item and another, all or nothing, listed in a random order.
+        const other = pick(items.filter((id) => id !== hot.id));
+        const lines = [
+          { itemId: hot.id, quantity: 1 },
+          { itemId: other, quantity },
+        ].sort(() => Math.random() - 0.5);
+        const result = await persist('reserve', node, (engine) => engine.reserve(roll < 0.3 ? { lines, idempotencyKey: key, ttlSeconds: request.ttlSeconds } : request));
         if ('failed' in result) {
           if (result.failed === 'INSUFFICIENT_STOCK') await sleep(50);
           continue;

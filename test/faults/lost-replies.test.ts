@@ -25,10 +25,12 @@ const LOSS_INTERVAL_MS = 150;
  */
 const COMMIT = /^\s*commit\b/i;
 const RESERVE = /reserve_or_replay/i;
+/** A cart's single round trip. */
+const RESERVE_LINES = /reserve_lines/i;
 const BEGIN = /^\s*(begin|start transaction)\b/i;
 const UPDATE = /^\s*update\b/i;
 /** Drawn at random: the uncertain outcomes twice as often as the controls. */
-const TARGETS: readonly RegExp[] = [COMMIT, RESERVE, COMMIT, RESERVE, BEGIN, UPDATE];
+const TARGETS: readonly RegExp[] = [COMMIT, RESERVE, COMMIT, RESERVE, RESERVE_LINES, BEGIN, UPDATE];
 
 for (const target of SERVERS) {
   describe(`lost replies [${target.name}]`, () => {

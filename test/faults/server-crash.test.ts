@@ -48,6 +48,8 @@ for (const { name } of SERVERS) {
         const engine = new ReservationEngine({ db });
         const ledger = new Ledger();
         const itemIds = await createItems(engine, ledger, 4);
+        // The probe's own item, out of the clients' reach: they never sell it out.
+        const [probeItem] = await createItems(engine, ledger, 1, 1_000);
         const { limit, maxAttempts, leaseMs, baseDelayMs, maxDelayMs } = OUTBOX_OPTIONS;
         worker = startWorker({
           db,
@@ -63,7 +65,7 @@ for (const { name } of SERVERS) {
         /** Reserves one unit with a new key until it succeeds; resolves with the reservation's id. */
         const probe = async (): Promise<string> => {
           const key = newKey('probe');
-          const request = { itemId: itemIds[0]!, quantity: 1, ttlSeconds: 600 };
+          const request = { itemId: probeItem!, quantity: 1, ttlSeconds: 600 };
           const answer = await ledger.resolve('reserve', () => engine.reserve({ ...request, idempotencyKey: key }), CALL_DEADLINE_MS);
           if (!('value' in answer)) throw new Error(`the probe reserve got no reservation: ${JSON.stringify(answer)}`);
           ledger.acknowledgeReserve(key, request, answer.value.reservation.id);

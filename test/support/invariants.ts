@@ -3,15 +3,20 @@
  * model-based tests, the Galera scenarios). Every check reads the engine's tables directly, never
  * through the engine, so that a bug in the engine cannot hide its own damage.
  *
- * - stock: per item, received (initial + restocks) = available + PENDING + CONFIRMED units,
- *   available >= 0, held = PENDING units;
+ * - stock: per item, received (initial + restocks) − written off = available + PENDING +
+ *   CONFIRMED units (single-item reservations and lines of several-item ones), available >= 0,
+ *   held = PENDING units; and the engine's own `audit()` finds nothing (it checks the same from
+ *   the counters the engine keeps, so both must agree with the database);
  * - one reservation per (scope, key), and one idempotency record per reservation;
  * - exactly one outbox event per state change: one `reservation.created` per reservation and one
- *   event for its final state (confirmed / cancelled / expired), none other;
+ *   event for its final state (confirmed / cancelled / expired), any number of
+ *   `reservation.extended` while it was PENDING, none other; one `item.written_off` per
+ *   acknowledged write-off (when `writeOffReasons` is given);
  * - delivery (when `delivered` is given): every event processed or dead-lettered, every processed
  *   event seen by a handler, and no event delivered that no committed transaction wrote.
  */
 import { type Kysely, sql } from 'kysely';
+import { ReservationEngine } from '../../src/index.js';
 
 export interface InvariantInput {
   /** The engine's table prefix. @defaultValue 'reservation_engine_' */
@@ -21,6 +26,10 @@ export interface InvariantInput {
    * the map are checked for everything but this sum.
    */
   readonly received?: ReadonlyMap<number, number>;
+  /** Units each item had written off (acknowledged write-offs). @defaultValue none */
+  readonly writtenOff?: ReadonlyMap<number, number>;
+  /** The reasons of acknowledged write-offs, each unique: exactly one `item.written_off` event each, and no other. */
+  readonly writeOffReasons?: ReadonlySet<string>;
   /**
    * Ids of the outbox events handlers saw (with repeats: a redelivery is listed again). When
    * given, the delivery checks run too.
@@ -56,11 +65,19 @@ export async function checkInvariants(db: Kysely<any>, input: InvariantInput = {
   const items = (
     await sql<{ id: number; available: number; held: number }>`select id, available_quantity as available, held_quantity as held from ${t('items')}`.execute(db)
   ).rows.map((r) => ({ id: Number(r.id), available: Number(r.available), held: Number(r.held) }));
+  // Single-item reservations carry their item; several-item ones have their lines apart.
   const units = (
-    await sql<{ item_id: number; status: string; units: number; n: number }>`
-      select item_id, status, sum(quantity) as units, count(*) as n from ${t('reservations')} group by item_id, status`.execute(db)
+    await sql<{ item_id: number; status: string; units: number }>`
+      select item_id, status, sum(quantity) as units from ${t('reservations')} where item_id is not null group by item_id, status
+      union all
+      select l.item_id, r.status, sum(l.quantity) as units from ${t('reservation_lines')} l join ${t('reservations')} r on r.id = l.reservation_id group by l.item_id, r.status`.execute(db)
   ).rows;
-  const unitsOf = (itemId: number, status: string) => Number(units.find((u) => Number(u.item_id) === itemId && u.status === status)?.units ?? 0);
+  const unitsOf = (itemId: number, status: string) =>
+    units.filter((u) => Number(u.item_id) === itemId && u.status === status).reduce((sum, u) => sum + Number(u.units), 0);
+  const cartsWithoutLines = (
+    await sql<{ id: string }>`select r.id from ${t('reservations')} r where r.item_id is null and not exists (select 1 from ${t('reservation_lines')} l where l.reservation_id = r.id)`.execute(db)
+  ).rows;
+  for (const r of cartsWithoutLines) violations.push(`reservation ${r.id}: no item and no lines`);
 
   for (const item of items) {
     const pending = unitsOf(item.id, 'PENDING');
@@ -68,10 +85,16 @@ export async function checkInvariants(db: Kysely<any>, input: InvariantInput = {
     if (item.available < 0) violations.push(`item ${item.id}: available ${item.available} < 0`);
     if (item.held !== pending) violations.push(`item ${item.id}: held ${item.held} but PENDING units ${pending}`);
     const received = input.received?.get(item.id);
-    if (received !== undefined && received !== item.available + pending + confirmed) {
-      violations.push(`item ${item.id}: received ${received} ≠ available ${item.available} + PENDING ${pending} + CONFIRMED ${confirmed} (= ${item.available + pending + confirmed})`);
+    const writtenOff = input.writtenOff?.get(item.id) ?? 0;
+    if (received !== undefined && received - writtenOff !== item.available + pending + confirmed) {
+      violations.push(
+        `item ${item.id}: received ${received} − written off ${writtenOff} ≠ available ${item.available} + PENDING ${pending} + CONFIRMED ${confirmed} (= ${item.available + pending + confirmed})`,
+      );
     }
   }
+  // The engine's own audit, from its counters: it must find what the checks above find (nothing).
+  const audit = await new ReservationEngine({ db, tablePrefix: prefix, telemetry: false }).audit();
+  for (const d of audit.discrepancies) violations.push(`audit: item ${d.itemId}: ${d.problems.join('; ')}`);
 
   const reservations = (
     await sql<{ id: string; status: string; scope: string; idem_key: string }>`
@@ -90,18 +113,35 @@ export async function checkInvariants(db: Kysely<any>, input: InvariantInput = {
     await sql<{ id: string | number; type: string; payload: unknown; processed_at: unknown; dead_lettered_at: unknown }>`
       select id, type, payload, processed_at, dead_lettered_at from ${t('outbox')}`.execute(db)
   ).rows.map((e) => {
-    const payload = (typeof e.payload === 'string' ? JSON.parse(e.payload) : e.payload) as { reservationId?: string };
-    return { id: String(e.id), type: e.type, reservationId: String(payload?.reservationId ?? '').toLowerCase(), processed: e.processed_at != null, dead: e.dead_lettered_at != null };
+    const payload = (typeof e.payload === 'string' ? JSON.parse(e.payload) : e.payload) as { reservationId?: string; reason?: string };
+    return {
+      id: String(e.id),
+      type: e.type,
+      reservationId: String(payload?.reservationId ?? '').toLowerCase(),
+      reason: payload?.reason,
+      processed: e.processed_at != null,
+      dead: e.dead_lettered_at != null,
+    };
   });
+  const reservationEvents = events.filter((e) => e.type.startsWith('reservation.'));
+  const writeOffs = events.filter((e) => e.type === 'item.written_off');
+  for (const e of events) if (!e.type.startsWith('reservation.') && e.type !== 'item.written_off') violations.push(`event ${e.id}: unknown type ${e.type}`);
+  if (input.writeOffReasons) {
+    const seen = new Map<string, number>();
+    for (const e of writeOffs) seen.set(String(e.reason), (seen.get(String(e.reason)) ?? 0) + 1);
+    for (const reason of input.writeOffReasons) if (seen.get(reason) !== 1) violations.push(`write-off ${reason}: ${seen.get(reason) ?? 0} item.written_off events`);
+    for (const reason of seen.keys()) if (!input.writeOffReasons.has(reason)) violations.push(`item.written_off event for a write-off no client was told of: ${reason}`);
+  }
   const eventsOf = new Map<string, string[]>();
-  for (const e of events) eventsOf.set(e.reservationId, [...(eventsOf.get(e.reservationId) ?? []), e.type]);
+  for (const e of reservationEvents) eventsOf.set(e.reservationId, [...(eventsOf.get(e.reservationId) ?? []), e.type]);
   const reservationIds = new Set(reservations.map((r) => r.id));
   for (const r of reservations) {
-    const types = (eventsOf.get(r.id) ?? []).sort();
+    // Extensions come in any number (a retried extend may move it again): the rest is exact.
+    const types = (eventsOf.get(r.id) ?? []).filter((type) => type !== 'reservation.extended').sort();
     const expected = ['reservation.created', EVENT_FOR_STATUS[r.status]].filter((x): x is string => x !== undefined).sort();
     if (types.join() !== expected.join()) violations.push(`reservation ${r.id} (${r.status}): events [${types.join(', ')}], expected [${expected.join(', ')}]`);
   }
-  for (const e of events) if (!reservationIds.has(e.reservationId)) violations.push(`event ${e.id} (${e.type}) for unknown reservation ${e.reservationId}`);
+  for (const e of reservationEvents) if (!reservationIds.has(e.reservationId)) violations.push(`event ${e.id} (${e.type}) for unknown reservation ${e.reservationId}`);
 
   let duplicatesDelivered = 0;
   if (input.delivered) {

@@ -19,7 +19,7 @@ import {
 import type { TestDatabase } from './db.js';
 import { checkInvariants } from './invariants.js';
 import * as model from './model.js';
-import type { ErrorAnswer, ModelReservation, ModelState, ReserveRequest } from './model.js';
+import type { ErrorAnswer, Line, ModelReservation, ModelState, ReserveRequest } from './model.js';
 
 export interface Real {
   readonly db: Kysely<any>;
@@ -57,7 +57,7 @@ function expectReservation(actual: Reservation, expected: ModelReservation): voi
     id: expected.id,
     itemId: expected.itemId,
     quantity: expected.quantity,
-    lines: [{ itemId: expected.itemId, quantity: expected.quantity }],
+    lines: expected.lines,
     status: expected.status,
     idempotencyScope: expected.scope ?? null,
     idempotencyKey: expected.key,
@@ -67,8 +67,9 @@ function expectReservation(actual: Reservation, expected: ModelReservation): voi
   });
 }
 
-/** -1 (or no items yet): an id no item has; otherwise the n-th item, modulo their number. */
-const itemIdOf = (state: Readonly<ModelState>, ref: number) => (ref < 0 || state.items.length === 0 ? model.UNKNOWN_ITEM_ID : state.items[ref % state.items.length]!.id);
+/** -1, -2 (or no items yet): ids no item has, -1 the lower; otherwise the n-th item, modulo their number. */
+const itemIdOf = (state: Readonly<ModelState>, ref: number) =>
+  ref < 0 || state.items.length === 0 ? model.UNKNOWN_ITEM_IDS[ref === -2 ? 1 : 0]! : state.items[ref % state.items.length]!.id;
 const reservationIdOf = (state: Readonly<ModelState>, ref: number) =>
   ref < 0 || state.reservations.length === 0 ? model.UNKNOWN_RESERVATION_ID : state.reservations[ref % state.reservations.length]!.id;
 
@@ -88,35 +89,67 @@ class CreateItem implements Command {
   toString = () => `createItem(${this.stock}${this.duplicateOf === null ? '' : `, duplicate of #${this.duplicateOf}`})`;
 }
 
+/** Reserve options besides what is held. */
+type ReserveOptions = Pick<ReserveRequest, 'key' | 'scope' | 'ttlSeconds'>;
+
 class Reserve implements Command {
-  constructor(readonly item: number, readonly request: Omit<ReserveRequest, 'itemId'>) {}
+  constructor(readonly item: number, readonly quantity: number, readonly options: ReserveOptions) {}
   check = () => true;
   run(state: ModelState, real: Real) {
-    return reserveAndCompare(state, real, { ...this.request, itemId: itemIdOf(state, this.item) });
+    return reserveAndCompare(state, real, { ...this.options, itemId: itemIdOf(state, this.item), quantity: this.quantity });
   }
-  toString = () => `reserve(item #${this.item}, ${JSON.stringify(this.request)})`;
+  toString = () => `reserve(item #${this.item}, ${this.quantity}, ${JSON.stringify(this.options)})`;
 }
 
-/** The exact request of an earlier successful reserve again: a replay. */
+/** A reserve of several lines, in the order given (item refs may repeat, and be unknown items). */
+class ReserveCart implements Command {
+  constructor(readonly lines: readonly { item: number; quantity: number }[], readonly options: ReserveOptions) {}
+  check = () => true;
+  run(state: ModelState, real: Real) {
+    return reserveAndCompare(state, real, { ...this.options, lines: this.lines.map((line) => ({ itemId: itemIdOf(state, line.item), quantity: line.quantity })) });
+  }
+  toString = () => `reserveCart([${this.lines.map((line) => `#${line.item}×${line.quantity}`).join(', ')}], ${JSON.stringify(this.options)})`;
+}
+
+/**
+ * The request of an earlier successful reserve again, the same request in another form: its lines
+ * rotated by `form` (reversed when odd), a single item sent as one line or a line split in two
+ * (form 1 and 2 on a single item, form ≥ 2 on a line of 2 or more units). A replay.
+ */
 class ReplayReserve implements Command {
-  constructor(readonly which: number) {}
+  constructor(readonly which: number, readonly form: number) {}
   check = (state: Readonly<ModelState>) => state.reserveKeys.size > 0;
   run(state: ModelState, real: Real) {
     const entries = [...state.reserveKeys.values()];
-    return reserveAndCompare(state, real, entries[this.which % entries.length]!.sent);
+    return reserveAndCompare(state, real, reshaped(entries[this.which % entries.length]!.sent, this.form));
   }
-  toString = () => `replayReserve(#${this.which})`;
+  toString = () => `replayReserve(#${this.which}, form ${this.form})`;
+}
+
+function reshaped(request: ReserveRequest, form: number): ReserveRequest {
+  const { key, scope, ttlSeconds } = request;
+  const options = { key, ...(scope === undefined ? {} : { scope }), ...(ttlSeconds === undefined ? {} : { ttlSeconds }) };
+  if (form === 0) return request;
+  let lines: Line[] = [...(request.lines ?? [{ itemId: request.itemId!, quantity: request.quantity! }])];
+  const rotate = form % lines.length;
+  lines = [...lines.slice(rotate), ...lines.slice(0, rotate)];
+  if (form % 2 === 1) lines.reverse();
+  const splittable = lines.findIndex((line) => line.quantity >= 2);
+  if (form >= 2 && splittable >= 0) {
+    const { itemId, quantity } = lines[splittable]!;
+    lines.splice(splittable, 1, { itemId, quantity: 1 }, { itemId, quantity: quantity - 1 });
+  }
+  return { ...options, lines };
 }
 
 async function reserveAndCompare(state: ModelState, real: Real, request: ReserveRequest): Promise<void> {
+  const options = {
+    idempotencyKey: request.key,
+    ...(request.scope === undefined ? {} : { idempotencyScope: request.scope }),
+    ...(request.ttlSeconds === undefined ? {} : { ttlSeconds: request.ttlSeconds }),
+  };
   const actual = await outcome(() =>
-    real.engine.reserve({
-      itemId: request.itemId,
-      quantity: request.quantity,
-      idempotencyKey: request.key,
-      ...(request.scope === undefined ? {} : { idempotencyScope: request.scope }),
-      ...(request.ttlSeconds === undefined ? {} : { ttlSeconds: request.ttlSeconds }),
-    }),
+    real.engine.reserve(request.lines === undefined ? { itemId: request.itemId, quantity: request.quantity, ...options } : { lines: request.lines, ...options }),
   );
   const expected = model.reserve(state, request, () => actual.value?.reservation.id ?? '(none)');
   if (expected.kind === 'error') return expectError(actual, expected);
@@ -139,25 +172,64 @@ class Transition implements Command {
   toString = () => `${this.action}(reservation #${this.reservation}${this.upperCase ? ', upper case' : ''})`;
 }
 
-class Restock implements Command {
-  constructor(readonly item: number, readonly quantity: number, readonly key: string | undefined, readonly scope: string | undefined) {}
+class Extend implements Command {
+  constructor(readonly reservation: number, readonly ttlSeconds: number, readonly upperCase: boolean) {}
   check = () => true;
   async run(state: ModelState, real: Real) {
-    const request = { itemId: itemIdOf(state, this.item), quantity: this.quantity, key: this.key, scope: this.scope };
-    const actual = await outcome(() =>
-      real.engine.restock({
-        itemId: request.itemId,
-        quantity: request.quantity,
-        ...(request.key === undefined ? {} : { idempotencyKey: request.key }),
-        ...(request.scope === undefined ? {} : { idempotencyScope: request.scope }),
-      }),
-    );
-    const expected = model.restock(state, request);
+    const id = reservationIdOf(state, this.reservation);
+    const actual = await outcome(() => real.engine.extend(this.upperCase ? id.toUpperCase() : id, { ttlSeconds: this.ttlSeconds }));
+    const expected = model.extend(state, id, this.ttlSeconds);
+    if (expected.kind === 'error') return expectError(actual, expected);
+    if (actual.error) throw actual.error;
+    expectReservation(actual.value!, expected.reservation);
+  }
+  toString = () => `extend(reservation #${this.reservation}, ${this.ttlSeconds} s${this.upperCase ? ', upper case' : ''})`;
+}
+
+/** A restock, or a write-off (with `reason`): their idempotency keys share one namespace. */
+class AdjustStock implements Command {
+  constructor(
+    readonly action: 'restock' | 'writeOff',
+    readonly item: number,
+    readonly quantity: number,
+    readonly reason: string,
+    readonly key: string | undefined,
+    readonly scope: string | undefined,
+  ) {}
+  check = () => true;
+  async run(state: ModelState, real: Real) {
+    const request = { itemId: itemIdOf(state, this.item), quantity: this.quantity, reason: this.reason, key: this.key, scope: this.scope };
+    const input = {
+      itemId: request.itemId,
+      quantity: request.quantity,
+      ...(request.key === undefined ? {} : { idempotencyKey: request.key }),
+      ...(request.scope === undefined ? {} : { idempotencyScope: request.scope }),
+    };
+    const actual = await outcome(() => (this.action === 'restock' ? real.engine.restock(input) : real.engine.writeOff({ ...input, reason: request.reason })));
+    const expected = this.action === 'restock' ? model.restock(state, request) : model.writeOff(state, request);
     if (expected.kind === 'error') return expectError(actual, expected);
     if (actual.error) throw actual.error;
     expect(actual.value).toMatchObject({ id: expected.item.id, sku: expected.item.sku, availableQuantity: expected.item.available, heldQuantity: expected.item.held });
   }
-  toString = () => `restock(item #${this.item}, ${this.quantity}, key ${this.key}, scope ${this.scope})`;
+  toString = () => `${this.action}(item #${this.item}, ${this.quantity}${this.action === 'writeOff' ? `, ${this.reason}` : ''}, key ${this.key}, scope ${this.scope})`;
+}
+
+/** The engine's audit of some items (unknown ones among them), or of all: everything adds up. */
+class Audit implements Command {
+  constructor(readonly items: readonly number[] | undefined) {}
+  check = () => true;
+  async run(state: ModelState, real: Real) {
+    const itemIds = this.items?.map((ref) => itemIdOf(state, ref));
+    const asked = itemIds === undefined ? state.items.map((item) => item.id) : [...new Set(itemIds)].sort((a, b) => a - b);
+    const known = asked.filter((id) => model.itemById(state, id));
+    expect(await real.engine.audit(itemIds === undefined ? undefined : { itemIds })).toEqual({
+      ok: true,
+      itemsChecked: known.length,
+      discrepancies: [],
+      unknownItemIds: asked.filter((id) => !model.itemById(state, id)),
+    });
+  }
+  toString = () => `audit(${this.items === undefined ? 'every item' : `items ${this.items.map((ref) => `#${ref}`).join(', ')}`})`;
 }
 
 class AdvanceClock implements Command {
@@ -222,7 +294,7 @@ async function runOutboxAndCompare(state: ModelState, real: Real, limit: number,
   });
   expect(calls.map((c) => c.id), 'events delivered, in order').toEqual(expected.map((e) => e.dbId));
   for (const [i, e] of expected.entries()) {
-    expect({ ...calls[i]!, createdAt: calls[i]!.createdAt.getTime() }).toEqual({ id: e.dbId, type: e.type, payload: model.eventPayload(e), attempts: e.attempts + 1, createdAt: e.occurredAt });
+    expect({ ...calls[i]!, createdAt: calls[i]!.createdAt.getTime() }).toEqual({ id: e.dbId, type: e.type, payload: e.payload, attempts: e.attempts + 1, createdAt: e.occurredAt });
   }
   const failed = new Set<model.ModelEvent>();
   let deadLettered = 0;
@@ -262,29 +334,45 @@ async function runOutboxAndCompare(state: ModelState, real: Real, limit: number,
   }
 }
 
-/** Learns the outbox ids of the model's events; the table must hold exactly the model's events. */
+/**
+ * Learns the outbox ids of the model's events; the table must hold exactly the model's events.
+ * An event is found by its type and subject (reservation or item); events of one subject and type
+ * (extensions, write-offs) were written by calls one after another, so in outbox id order.
+ */
 async function learnOutboxIds(state: ModelState, db: Kysely<any>): Promise<void> {
   const rows = await db.selectFrom('outbox').select(['id', 'type', 'payload']).execute();
-  const found = rows.map((row) => {
-    const payload = typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload;
-    return { id: String(row.id), key: `${String(payload.reservationId).toLowerCase()} ${row.type}` };
-  });
-  expect(found.map((f) => f.key).sort(), 'outbox events').toEqual(state.events.map((e) => `${e.reservationId} ${e.type}`).sort());
-  const ids = new Map(found.map((f) => [f.key, f.id]));
-  for (const e of state.events) e.dbId = ids.get(`${e.reservationId} ${e.type}`);
+  const found = rows
+    .map((row) => {
+      const payload = typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload;
+      return { id: String(row.id), key: `${model.subjectOf(row.type, payload)} ${row.type}` };
+    })
+    .sort((a, b) => model.compareIds(a.id, b.id));
+  expect(found.map((f) => f.key).sort(), 'outbox events').toEqual(state.events.map((e) => `${e.subject} ${e.type}`).sort());
+  const ids = new Map<string, string[]>();
+  for (const f of found) ids.set(f.key, [...(ids.get(f.key) ?? []), f.id]);
+  for (const e of state.events) e.dbId = ids.get(`${e.subject} ${e.type}`)!.shift();
 }
 
 const itemRef = fc.oneof({ weight: 9, arbitrary: fc.nat(20) }, { weight: 1, arbitrary: fc.constant(-1) });
+/** A cart's item: now and then one of two unknown items. */
+const lineItemRef = fc.oneof({ weight: 14, arbitrary: fc.nat(20) }, { weight: 1, arbitrary: fc.constantFrom(-1, -2) });
 const reservationRef = fc.oneof({ weight: 9, arbitrary: fc.nat(30) }, { weight: 1, arbitrary: fc.constant(-1) });
 const scope = fc.constantFrom(undefined, 'tenant-a');
+/** One key space for single-item reserves and carts: a cart's key reused for one item is a conflict. */
+const reserveOptions = fc.record(
+  { key: fc.constantFrom('k1', 'k2', 'k3', 'k4', 'k5'), scope, ttlSeconds: fc.constantFrom(undefined, 1, 2, 5, 30, 2 * model.MAX_HOLD_SECONDS) },
+  { requiredKeys: ['key'] },
+);
+/** Keys of restocks and write-offs: one namespace. */
+const stockKey = fc.constantFrom(undefined, 'r1', 'r2');
 
 const stock = fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 0, max: 8 }) }, { weight: 1, arbitrary: fc.constant(MAX_AVAILABLE_QUANTITY - 2) });
 
 /** Every command, weighted (by repeats) towards reserves, the clock and the outbox. */
 export function commandArbitraries(): fc.Arbitrary<Command>[] {
-  const reserve = fc
-    .record({ item: itemRef, quantity: fc.integer({ min: 1, max: 4 }), key: fc.constantFrom('k1', 'k2', 'k3', 'k4', 'k5'), scope, ttlSeconds: fc.constantFrom(undefined, 1, 2, 5, 30) })
-    .map(({ item, ...request }) => new Reserve(item, request));
+  const reserve = fc.tuple(itemRef, fc.integer({ min: 1, max: 4 }), reserveOptions).map(([item, quantity, options]) => new Reserve(item, quantity, options));
+  const cartLine = fc.record({ item: lineItemRef, quantity: fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 1, arbitrary: fc.constant(50) }) });
+  const cart = fc.tuple(fc.array(cartLine, { minLength: 2, maxLength: 4 }), reserveOptions).map(([lines, options]) => new ReserveCart(lines, options));
   const advanceClock = fc.constantFrom(1, 999, 1000, 2000, 4000, 5000, 30_000, 61_000).map((ms) => new AdvanceClock(ms));
   const runOutbox = fc
     .tuple(fc.constantFrom(1, 2, 4, 100), fc.oneof(fc.constant(0), fc.nat(255), fc.constant(255)))
@@ -293,24 +381,30 @@ export function commandArbitraries(): fc.Arbitrary<Command>[] {
     fc.tuple(stock, fc.option(fc.nat(20), { freq: 4 })).map(([units, duplicateOf]) => new CreateItem(units, duplicateOf)),
     reserve,
     reserve,
-    reserve,
-    fc.nat(30).map((which) => new ReplayReserve(which)),
+    cart,
+    cart,
+    fc.tuple(fc.nat(30), fc.nat(5)).map(([which, form]) => new ReplayReserve(which, form)),
     ...(['confirm', 'cancel'] as const).map((action) => fc.tuple(reservationRef, fc.boolean()).map(([ref, upper]) => new Transition(action, ref, upper))),
     fc
-      .tuple(itemRef, fc.integer({ min: 1, max: 5 }), fc.constantFrom(undefined, 'r1', 'r2'), scope)
-      .map(([item, quantity, key, restockScope]) => new Restock(item, quantity, key, restockScope)),
+      .tuple(reservationRef, fc.constantFrom(1, 30, 60, 90, model.MAX_HOLD_SECONDS), fc.boolean())
+      .map(([ref, ttlSeconds, upper]) => new Extend(ref, ttlSeconds, upper)),
+    fc
+      .tuple(fc.constantFrom('restock' as const, 'writeOff' as const), itemRef, fc.integer({ min: 1, max: 5 }), fc.constantFrom('damaged', 'lost'), stockKey, scope)
+      .map(([action, item, quantity, reason, key, keyScope]) => new AdjustStock(action, item, quantity, reason, key, keyScope)),
     advanceClock,
     advanceClock,
     fc.constantFrom(1, 2, 3, 100).map((limit) => new Expire(limit)),
     runOutbox,
     runOutbox,
+    fc.option(fc.array(itemRef, { maxLength: 3 }), { nil: undefined }).map((items) => new Audit(items)),
   ];
 }
 
 /**
- * The tables against the model: the invariants of ./invariants.ts, then each item's figures and
- * each reservation exactly. With `drain`, first delivers every event (the clock moves on past any
- * backoff; poison events until they are dead-lettered) and checks that none is left pending.
+ * The tables against the model: the invariants of ./invariants.ts and the engine's own audit, then
+ * each item's figures, each reservation and each cart's lines exactly. With `drain`, first
+ * delivers every event (the clock moves on past any backoff; poison events until they are
+ * dead-lettered) and checks that none is left pending.
  */
 export async function checkDatabase(state: ModelState, real: Real, { drain = true } = {}): Promise<void> {
   if (drain) {
@@ -323,30 +417,65 @@ export async function checkDatabase(state: ModelState, real: Real, { drain = tru
   }
   const report = await checkInvariants(real.db, {
     received: new Map(state.items.map((item) => [item.id, item.received])),
+    writtenOff: new Map(state.items.map((item) => [item.id, item.writtenOff])),
     delivered: real.delivered,
     outboxMayBePending: !drain,
   });
   expect(report.violations).toEqual([]);
   expect(report.events).toBe(state.events.length);
+  expect(await real.engine.audit()).toEqual({ ok: true, itemsChecked: state.items.length, discrepancies: [], unknownItemIds: [] });
 
-  const items = await real.db.selectFrom('items').select(['id', 'available_quantity', 'held_quantity']).orderBy('id').execute();
-  expect(items.map((row) => ({ id: Number(row.id), available: Number(row.available_quantity), held: Number(row.held_quantity) }))).toEqual(
-    state.items.map((item) => ({ id: item.id, available: item.available, held: item.held })),
-  );
-  const reservations = await real.db.selectFrom('reservations').select(['id', 'item_id', 'quantity', 'status', 'expires_at', 'updated_at']).execute();
+  const items = await real.db
+    .selectFrom('items')
+    .select(['id', 'available_quantity', 'held_quantity', 'received_quantity', 'written_off_quantity', 'purged_confirmed_quantity'])
+    .orderBy('id')
+    .execute();
+  expect(
+    items.map((row) => ({
+      id: Number(row.id),
+      available: Number(row.available_quantity),
+      held: Number(row.held_quantity),
+      received: Number(row.received_quantity),
+      writtenOff: Number(row.written_off_quantity),
+      purgedConfirmed: Number(row.purged_confirmed_quantity),
+    })),
+  ).toEqual(state.items.map((item) => ({ id: item.id, available: item.available, held: item.held, received: item.received, writtenOff: item.writtenOff, purgedConfirmed: 0 })));
+  const reservations = await real.db.selectFrom('reservations').select(['id', 'item_id', 'quantity', 'status', 'expires_at', 'created_at', 'updated_at']).execute();
   const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : 1);
   expect(
     reservations
-      .map((row) => ({ id: String(row.id).toLowerCase(), itemId: Number(row.item_id), quantity: Number(row.quantity), status: row.status, expiresAt: new Date(row.expires_at).getTime(), updatedAt: new Date(row.updated_at).getTime() }))
+      .map((row) => ({
+        id: String(row.id).toLowerCase(),
+        itemId: row.item_id === null ? null : Number(row.item_id),
+        quantity: Number(row.quantity),
+        status: row.status,
+        expiresAt: new Date(row.expires_at).getTime(),
+        createdAt: new Date(row.created_at).getTime(),
+        updatedAt: new Date(row.updated_at).getTime(),
+      }))
       .sort(byId),
-  ).toEqual(state.reservations.map((r) => ({ id: r.id, itemId: r.itemId, quantity: r.quantity, status: r.status, expiresAt: r.expiresAt, updatedAt: r.updatedAt })).sort(byId));
+  ).toEqual(
+    state.reservations
+      .map((r) => ({ id: r.id, itemId: r.itemId, quantity: r.quantity, status: r.status, expiresAt: r.expiresAt, createdAt: r.createdAt, updatedAt: r.updatedAt }))
+      .sort(byId),
+  );
+  // Lines are stored for reservations of several items only: a single item's is on its row.
+  const lines = await real.db.selectFrom('reservation_lines').select(['reservation_id', 'item_id', 'quantity']).execute();
+  const byLine = (a: { reservationId: string; itemId: number }, b: { reservationId: string; itemId: number }) =>
+    a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : a.itemId - b.itemId;
+  expect(lines.map((row) => ({ reservationId: String(row.reservation_id).toLowerCase(), itemId: Number(row.item_id), quantity: Number(row.quantity) })).sort(byLine)).toEqual(
+    state.reservations
+      .filter((r) => r.itemId === null)
+      .flatMap((r) => r.lines.map((line) => ({ reservationId: r.id, ...line })))
+      .sort(byLine),
+  );
 }
 
 /** A fresh engine with its own fake clock on `t.db` (emptied), and a fresh model. */
 export async function freshRun(t: TestDatabase, poison?: number): Promise<{ model: ModelState; real: Real }> {
   await t.reset();
   const clock = { now: new Date(model.START) };
-  const engine = new ReservationEngine({ db: t.db, clock: () => clock.now, defaultTtlSeconds: model.DEFAULT_TTL_SECONDS });
+  const engine = new ReservationEngine({ db: t.db, clock: () => clock.now, defaultTtlSeconds: model.DEFAULT_TTL_SECONDS, maxHoldSeconds: model.MAX_HOLD_SECONDS });
   return { model: model.initialState(), real: { db: t.db, engine, clock, delivered: [], poison } };
 }
 

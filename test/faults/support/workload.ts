@@ -1,6 +1,6 @@
 /**
- * The fault scenarios' load and bookkeeping. Clients reserve (new keys and replays), confirm,
- * cancel and restock (keyed) at random; a call that ends in OUTCOME_UNKNOWN (or a lock conflict)
+ * The fault scenarios' load and bookkeeping. Clients reserve (single items and carts, new keys
+ * and replays), confirm, cancel, extend, restock and write off (keyed) at random; a call that ends in OUTCOME_UNKNOWN (or a lock conflict)
  * is repeated as the library says (the same key, or the same confirm/cancel) until it gets a
  * definite answer. The {@link Ledger} keeps what the clients were told, so that afterwards the
  * database can be held to it, and counts every error that was not one of the library's own.
@@ -23,11 +23,10 @@ export function describeError(error: unknown): string {
   return parts.join(' ');
 }
 
-interface ReserveRequest {
-  readonly itemId: number;
-  readonly quantity: number;
-  readonly ttlSeconds: number;
-}
+type ReserveRequest = { readonly ttlSeconds: number } & (
+  | { readonly itemId: number; readonly quantity: number }
+  | { readonly lines: readonly { readonly itemId: number; readonly quantity: number }[] }
+);
 
 interface Acknowledged {
   readonly key: string;
@@ -46,6 +45,10 @@ export class Ledger {
   slowestAnswerMs = 0;
   /** Units each item received: initial stock plus acknowledged restocks. */
   readonly received = new Map<number, number>();
+  /** Units each item had written off (acknowledged write-offs). */
+  readonly writtenOff = new Map<number, number>();
+  /** The reasons (unique per call) of acknowledged write-offs. */
+  readonly writeOffReasons = new Set<string>();
   readonly reservations = new Map<string, Acknowledged>();
   readonly requests = new Map<string, { request: ReserveRequest; reservationId: string }>();
   /** Event ids handlers saw, with repeats. */
@@ -176,6 +179,37 @@ export async function runClients(options: WorkloadOptions): Promise<void> {
     }
   };
 
+  const extend = async () => {
+    const open = [...ledger.reservations].filter(([, r]) => !r.confirmed && !r.cancelled);
+    const chosen = pick(open);
+    if (!chosen) return;
+    const [id] = chosen;
+    const answer = await ledger.resolve('extend', () => engine.extend(id, { ttlSeconds: 600 }), deadline);
+    if ('value' in answer && answer.value.status !== 'PENDING') ledger.violations.push(`extend ${id}: answered with status ${answer.value.status}`);
+    else if ('error' in answer && !['INVALID_STATE', 'RESERVATION_EXPIRED'].includes(answer.error.code)) {
+      ledger.violations.push(`extend ${id}: unexpected ${answer.error.code}: ${answer.error.message}`);
+    }
+  };
+
+  const writeOff = async () => {
+    const itemId = pick(itemIds)!;
+    const quantity = between(1, 2);
+    const key = newKey('write-off');
+    // The reason is the key: the invariants find each acknowledged write-off's one event by it.
+    const answer = await ledger.resolve('writeOff', () => engine.writeOff({ itemId, quantity, reason: key, idempotencyKey: key }), deadline);
+    if ('value' in answer) {
+      ledger.writtenOff.set(itemId, (ledger.writtenOff.get(itemId) ?? 0) + quantity);
+      ledger.writeOffReasons.add(key);
+    } else if ('error' in answer && answer.error.code !== 'INSUFFICIENT_STOCK') ledger.violations.push(`writeOff ${key}: unexpected ${answer.error.code}: ${answer.error.message}`);
+  };
+
+  /** 2–3 distinct items, listed in a random order. */
+  const cartLines = () => {
+    const chosen = [...new Set(Array.from({ length: between(2, 3) }, () => pick(itemIds)!))];
+    return chosen.sort(() => Math.random() - 0.5).map((itemId) => ({ itemId, quantity: between(1, 2) }));
+  };
+  const shuffled = (request: ReserveRequest): ReserveRequest => ('lines' in request ? { ...request, lines: [...request.lines].reverse() } : request);
+
   const restock = async () => {
     const itemId = pick(itemIds)!;
     const quantity = between(1, 5);
@@ -187,15 +221,18 @@ export async function runClients(options: WorkloadOptions): Promise<void> {
 
   const step = async () => {
     const roll = Math.random();
-    if (roll < 0.45) {
-      const request = { itemId: pick(itemIds)!, quantity: between(1, 3), ttlSeconds: Math.random() < shortTtl ? 1 : 600 };
-      await reserve(newKey('reserve'), request, false);
-    } else if (roll < 0.55) {
+    const ttlSeconds = Math.random() < shortTtl ? 1 : 600;
+    if (roll < 0.35) await reserve(newKey('reserve'), { itemId: pick(itemIds)!, quantity: between(1, 3), ttlSeconds }, false);
+    else if (roll < 0.45) await reserve(newKey('cart'), { lines: cartLines(), ttlSeconds }, false);
+    else if (roll < 0.55) {
+      // A replay; a cart's lines come in another order, which is still the same request.
       const known = pick([...ledger.requests]);
-      if (known) await reserve(known[0], known[1].request, true);
-    } else if (roll < 0.72) await transition('confirm');
-    else if (roll < 0.85) await transition('cancel');
-    else await restock();
+      if (known) await reserve(known[0], shuffled(known[1].request), true);
+    } else if (roll < 0.7) await transition('confirm');
+    else if (roll < 0.82) await transition('cancel');
+    else if (roll < 0.87) await extend();
+    else if (roll < 0.95) await restock();
+    else await writeOff();
   };
 
   const endAt = performance.now() + (options.durationMs ?? Number.POSITIVE_INFINITY);
@@ -279,7 +316,13 @@ export async function drainOutbox(db: Kysely<any>, ledger: Ledger, deadlineMs = 
  * violation, the ledger's own included.
  */
 export async function verify(db: Kysely<any>, ledger: Ledger, options: { outboxMayBePending?: boolean } = {}): Promise<{ violations: string[]; duplicatesDelivered: number; deadLettered: number }> {
-  const report = await checkInvariants(db, { received: ledger.received, delivered: ledger.delivered, outboxMayBePending: options.outboxMayBePending });
+  const report = await checkInvariants(db, {
+    received: ledger.received,
+    writtenOff: ledger.writtenOff,
+    writeOffReasons: ledger.writeOffReasons,
+    delivered: ledger.delivered,
+    outboxMayBePending: options.outboxMayBePending,
+  });
   const violations = [...ledger.violations, ...report.violations];
   const rows = await db.selectFrom('reservation_engine_reservations').select(['id', 'status']).execute();
   const statusOf = new Map(rows.map((row) => [String(row.id).toLowerCase(), String(row.status)]));
