@@ -221,6 +221,46 @@ describeEachDialect('HTTP API and example server', (t) => {
     await expectProblem(await reserve(unique(), { itemId: 2_000_000_000, quantity: 1 }), 404, 'ITEM_NOT_FOUND');
   });
 
+  it('reserves a cart (201) and replays it in another order; a short line is 409 naming every short line', async () => {
+    const [a, b] = [await createItem(5), await createItem(1)];
+    const key = unique('cart');
+    const created = await reserve(key, { lines: [{ itemId: b.id, quantity: 1 }, { itemId: a.id, quantity: 2 }] });
+    expect(created.status).toBe(201);
+    const cart = (await created.json()) as Record<string, unknown>;
+    expect(cart).toMatchObject({ itemId: null, quantity: 3, lines: [{ itemId: a.id, quantity: 2 }, { itemId: b.id, quantity: 1 }], status: 'PENDING' });
+    const replay = await reserve(key, { lines: [{ itemId: a.id, quantity: 2 }, { itemId: b.id, quantity: 1 }] });
+    expect(replay.status).toBe(200);
+    expect(await replay.json()).toEqual(cart);
+    const problem = await expectProblem(await reserve(unique(), { lines: [{ itemId: a.id, quantity: 4 }, { itemId: b.id, quantity: 1 }] }), 409, 'INSUFFICIENT_STOCK');
+    expect(problem.lines).toEqual([
+      { itemId: a.id, requested: 4, available: 3 },
+      { itemId: b.id, requested: 1, available: 0 },
+    ]);
+    const invalid = await expectProblem(await reserve(unique(), { lines: [], itemId: a.id }), 400, 'VALIDATION_ERROR');
+    expect(JSON.stringify(invalid.errors)).toMatch(/must have at least one line/);
+    expect([await stock(a.id), await stock(b.id)]).toEqual([3, 0]);
+  });
+
+  it('extends a hold (200) up to the cap, past it 409 HOLD_LIMIT_EXCEEDED; writes off stock (200), past what is available 409', async () => {
+    const item = await createItem(5);
+    const held = (await (await reserve(unique(), { itemId: item.id, quantity: 1, ttlSeconds: 60 })).json()) as { id: string; createdAt: string };
+    const extended = await post(`/reservations/${held.id}/extend`, { ttlSeconds: 600 });
+    expect(extended.status).toBe(200);
+    const body = (await extended.json()) as { expiresAt: string };
+    expect(Date.parse(body.expiresAt) - Date.parse(held.createdAt)).toBeGreaterThanOrEqual(600_000);
+    const refused = await expectProblem(await post(`/reservations/${held.id}/extend`, { ttlSeconds: 7200 }), 409, 'HOLD_LIMIT_EXCEEDED');
+    expect(refused.maxExpiresAt).toBe(new Date(Date.parse(held.createdAt) + 3_600_000).toISOString());
+    await expectProblem(await post(`/reservations/${held.id}/extend`, { ttlSeconds: 'long' }), 400, 'VALIDATION_ERROR');
+
+    const written = await post(`/items/${item.id}/write-offs`, { quantity: 3, reason: 'damaged' });
+    expect(written.status).toBe(200);
+    expect(await written.json()).toMatchObject({ id: item.id, availableQuantity: 1 });
+    const short = await expectProblem(await post(`/items/${item.id}/write-offs`, { quantity: 2, reason: 'lost' }), 409, 'INSUFFICIENT_STOCK');
+    expect(short).toMatchObject({ available: 1, requested: 2 });
+    await expectProblem(await post(`/items/${item.id}/write-offs`, { quantity: 1 }), 400, 'VALIDATION_ERROR');
+    expect(await stock(item.id)).toBe(1);
+  });
+
   it('confirms and cancels (200); a transition that is not allowed is 409', async () => {
     const item = await createItem(5);
     const a = (await (await reserve(unique(), { itemId: item.id, quantity: 2 })).json()) as { id: string };

@@ -43,7 +43,10 @@ async function outcome<T>(call: () => Promise<T>): Promise<{ value: T; error?: u
 }
 
 /** The engine threw the error the model expects: its class (by code), code and context. */
+export const STATS = new Map<string, number>(); // TEMP
+export const stat = (k: string) => STATS.set(k, (STATS.get(k) ?? 0) + 1); // TEMP
 function expectError(actual: { error?: unknown; value?: unknown }, expected: ErrorAnswer): void {
+  stat(`error ${expected.code}${'lines' in expected ? ` lines=${expected.lines.length}` : ''}`); // TEMP
   if (!(actual.error instanceof ReservationError)) {
     throw new Error(`expected ${expected.code}, got ${actual.error === undefined ? `the answer ${JSON.stringify(actual.value)}` : String(actual.error)}`, { cause: actual.error });
   }
@@ -152,6 +155,7 @@ async function reserveAndCompare(state: ModelState, real: Real, request: Reserve
     real.engine.reserve(request.lines === undefined ? { itemId: request.itemId, quantity: request.quantity, ...options } : { lines: request.lines, ...options }),
   );
   const expected = model.reserve(state, request, () => actual.value?.reservation.id ?? '(none)');
+  stat(`reserve ${request.lines ? 'cart' : 'single'} ${expected.kind} ${expected.kind !== 'error' ? (expected.reservation.itemId === null ? 'multi' : 'one') : expected.code}`); // TEMP
   if (expected.kind === 'error') return expectError(actual, expected);
   if (actual.error) throw actual.error;
   expect(actual.value!.replayed).toBe(expected.kind === 'replayed');
@@ -178,7 +182,9 @@ class Extend implements Command {
   async run(state: ModelState, real: Real) {
     const id = reservationIdOf(state, this.reservation);
     const actual = await outcome(() => real.engine.extend(this.upperCase ? id.toUpperCase() : id, { ttlSeconds: this.ttlSeconds }));
+    const before = model.reservationById(state, id)?.expiresAt;
     const expected = model.extend(state, id, this.ttlSeconds);
+    stat(`extend ${expected.kind === 'error' ? expected.code : expected.reservation.expiresAt === before ? 'unchanged' : 'moved'}`); // TEMP
     if (expected.kind === 'error') return expectError(actual, expected);
     if (actual.error) throw actual.error;
     expectReservation(actual.value!, expected.reservation);
@@ -207,6 +213,7 @@ class AdjustStock implements Command {
     };
     const actual = await outcome(() => (this.action === 'restock' ? real.engine.restock(input) : real.engine.writeOff({ ...input, reason: request.reason })));
     const expected = this.action === 'restock' ? model.restock(state, request) : model.writeOff(state, request);
+    stat(`${this.action} ${this.key ? 'keyed' : 'plain'} ${expected.kind === 'error' ? expected.code : 'ok'}`); // TEMP
     if (expected.kind === 'error') return expectError(actual, expected);
     if (actual.error) throw actual.error;
     expect(actual.value).toMatchObject({ id: expected.item.id, sku: expected.item.sku, availableQuantity: expected.item.available, heldQuantity: expected.item.held });
@@ -491,6 +498,8 @@ export function modelProperty(t: TestDatabase, { maxCommands }: { maxCommands: n
     for (const units of initialStock) await new CreateItem(units, null).run(setup.model, setup.real);
     await fc.asyncModelRun(() => setup, commands);
     await checkDatabase(setup.model, setup.real);
+    stat(`runs`); // TEMP
+    if (process.env.MODEL_STATS) console.log([...STATS].sort().map(([k, v]) => `${k}: ${v}`).join('\n')); // TEMP
   });
 }
 
