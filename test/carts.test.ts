@@ -243,6 +243,21 @@ describeEachDialect('reservations of several items (carts)', (t) => {
     expect(await counts()).toEqual({ reservations: 1, lines: 2, keys: 1, events: 1 });
   });
 
+  it('works whatever the host sessions\' default isolation (the routine writes at READ COMMITTED)', async () => {
+    const [a, b] = await items(3, 3);
+    const lines = [
+      { itemId: a!, quantity: 1 },
+      { itemId: b!, quantity: 3 },
+    ];
+    for (const isolation of ['repeatable read', 'serializable'] as const) {
+      const db = t.name === 'pglite' ? t.db : t.connectRaw(2, { isolation });
+      const { reservation } = await engine(db).reserve({ lines: lines.map((line) => ({ ...line, quantity: 1 })), idempotencyKey: `iso-${isolation}` });
+      expect(reservation.lines).toEqual(lines.map((line) => ({ ...line, quantity: 1 })));
+      expect(await caught(() => engine(db).reserve({ lines, idempotencyKey: `iso-short-${isolation}` }))).toBeInstanceOf(InsufficientStockError);
+    }
+    expect(await available([a!, b!])).toEqual([1, 1]);
+  });
+
   it('concurrent carts over the same items in opposite orders: no deadlock reaches a caller, no oversell', async () => {
     const stock = 30;
     const ids = await items(stock, stock, stock, stock);

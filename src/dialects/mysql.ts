@@ -2,7 +2,8 @@ import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { ConfigurationError } from '../errors.js';
 import type { LogicalTable, SchemaNames } from '../schema/tables.js';
 import { onConnection } from '../transaction.js';
-import { CommitFailedError, endOwnSession, type ReserveLinesRow, type ReserveRow, type RoutineVersion, reserveLinesOutcome, reserveOutcome, type SqlDialect } from './dialect.js';
+import type { Database } from '../types.js';
+import { CommitFailedError, endOwnSession, type NewReservation, type ReserveLinesRow, type ReserveRow, type RoutineVersion, reserveLinesOutcome, reserveOutcome, type SqlDialect } from './dialect.js';
 
 const ER_DUP_ENTRY = 1062;
 const ER_LOCK_WAIT_TIMEOUT = 1205;
@@ -321,6 +322,32 @@ async function endTransaction(connection: Kysely<any>): Promise<boolean> {
   return endOwnSession(connection, 'kill connection connection_id()');
 }
 
+/**
+ * CALLs one of the reserve routines, which take the same parameters but the fifth (`what`: the
+ * item, or the lines), and returns its one row. On its own connection: when the CALL fails, a
+ * transaction it began may still be open (its ROLLBACK refused), and must never be handed to the
+ * next user of the pool.
+ */
+async function callReserveRoutine<Row>(db: Kysely<Database>, routine: string, r: NewReservation, what: unknown): Promise<Row> {
+  const query = CompiledQuery.raw(`call \`${routine}\`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+    r.idempotencyScope,
+    r.idempotencyKey,
+    r.payloadHash,
+    r.id,
+    what,
+    r.quantity,
+    r.expiresAt,
+    r.now,
+    r.eventPayload,
+    r.traceContext,
+  ]);
+  // mysql2 answers a CALL with [result set, OK packet].
+  const { rows } = await onConnection(db, mysqlDialect, (connection) => connection.executeQuery<unknown>(query));
+  const row = (rows[0] as unknown as Row[] | undefined)?.[0];
+  if (!row) throw new Error(`${routine} returned no result`);
+  return row;
+}
+
 /** Creates a routine under {@link ROUTINE_SQL_MODE}, leaving the session's own mode as it was. */
 async function createProcedure(db: Kysely<any>, text: string): Promise<void> {
   await db.connection().execute(async (connection) => {
@@ -369,44 +396,13 @@ export const mysqlDialect: SqlDialect = Object.freeze({
   },
 
   async reserve(db, names, r) {
-    const query = CompiledQuery.raw(`call \`${names.object(RESERVE_ROUTINE)}\`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
-      r.idempotencyScope,
-      r.idempotencyKey,
-      r.payloadHash,
-      r.id,
-      r.itemId,
-      r.quantity,
-      r.expiresAt,
-      r.now,
-      r.eventPayload,
-      r.traceContext,
-    ]);
-    // mysql2 answers a CALL with [result set, OK packet]. On its own connection: when the CALL
-    // fails, a transaction it began may still be open (its ROLLBACK refused), and must never be
-    // handed to the next user of the pool.
-    const { rows } = await onConnection(db, mysqlDialect, (connection) => connection.executeQuery<unknown>(query));
-    const row = (rows[0] as unknown as ReserveRow[] | undefined)?.[0];
-    if (!row) throw new Error(`${names.object(RESERVE_ROUTINE)} returned no result`);
-    return reserveOutcome(row);
+    return reserveOutcome(await callReserveRoutine<ReserveRow>(db, names.object(RESERVE_ROUTINE), r, r.itemId));
   },
 
   async reserveLines(db, names, r) {
-    const query = CompiledQuery.raw(`call \`${names.object(RESERVE_LINES_ROUTINE)}\`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
-      r.idempotencyScope,
-      r.idempotencyKey,
-      r.payloadHash,
-      r.id,
-      JSON.stringify(r.lines.map((line) => [line.itemId, line.quantity])),
-      r.quantity,
-      r.expiresAt,
-      r.now,
-      r.eventPayload,
-      r.traceContext,
-    ]);
-    const { rows } = await onConnection(db, mysqlDialect, (connection) => connection.executeQuery<unknown>(query));
-    const row = (rows[0] as unknown as ReserveLinesRow[] | undefined)?.[0];
-    if (!row) throw new Error(`${names.object(RESERVE_LINES_ROUTINE)} returned no result`);
-    return reserveLinesOutcome(row);
+    // The lines as a JSON array of [itemId, quantity] pairs, which the routine reads with JSON_TABLE.
+    const lines = JSON.stringify(r.lines.map((line) => [line.itemId, line.quantity]));
+    return reserveLinesOutcome(await callReserveRoutine<ReserveLinesRow>(db, names.object(RESERVE_LINES_ROUTINE), r, lines));
   },
 
   createLinesRoutine: (db, names) => createProcedure(db, reserveLinesProcedure(names)),

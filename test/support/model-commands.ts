@@ -73,8 +73,9 @@ function expectReservation(actual: Reservation, expected: ModelReservation): voi
 /** -1, -2 (or no items yet): ids no item has, -1 the lower; otherwise the n-th item, modulo their number. */
 const itemIdOf = (state: Readonly<ModelState>, ref: number) =>
   ref < 0 || state.items.length === 0 ? model.UNKNOWN_ITEM_IDS[ref === -2 ? 1 : 0]! : state.items[ref % state.items.length]!.id;
+/** -1 (or no reservations yet): an id no reservation has; otherwise the n-th latest reservation, modulo their number. */
 const reservationIdOf = (state: Readonly<ModelState>, ref: number) =>
-  ref < 0 || state.reservations.length === 0 ? model.UNKNOWN_RESERVATION_ID : state.reservations[ref % state.reservations.length]!.id;
+  ref < 0 || state.reservations.length === 0 ? model.UNKNOWN_RESERVATION_ID : state.reservations[state.reservations.length - 1 - (ref % state.reservations.length)]!.id;
 
 class CreateItem implements Command {
   constructor(readonly stock: number, readonly duplicateOf: number | null) {}
@@ -375,11 +376,16 @@ const stockKey = fc.constantFrom(undefined, 'r1', 'r2');
 
 const stock = fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 0, max: 8 }) }, { weight: 1, arbitrary: fc.constant(MAX_AVAILABLE_QUANTITY - 2) });
 
-/** Every command, weighted (by repeats) towards reserves, the clock and the outbox. */
+/** Every command, weighted (by repeats) towards reserves (carts most), extensions, the clock and the outbox. */
 export function commandArbitraries(): fc.Arbitrary<Command>[] {
   const reserve = fc.tuple(itemRef, fc.integer({ min: 1, max: 4 }), reserveOptions).map(([item, quantity, options]) => new Reserve(item, quantity, options));
-  const cartLine = fc.record({ item: lineItemRef, quantity: fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 1, arbitrary: fc.constant(50) }) });
+  // Mostly 1–2 units a line, so that carts of 2–4 lines fit the small stocks now and then.
+  const lineQuantity = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 1, max: 2 }) }, { weight: 2, arbitrary: fc.integer({ min: 3, max: 4 }) }, { weight: 1, arbitrary: fc.constant(50) });
+  const cartLine = fc.record({ item: lineItemRef, quantity: lineQuantity });
   const cart = fc.tuple(fc.array(cartLine, { minLength: 2, maxLength: 4 }), reserveOptions).map(([lines, options]) => new ReserveCart(lines, options));
+  const extend = fc
+    .tuple(reservationRef, fc.constantFrom(1, 30, 60, 90, model.MAX_HOLD_SECONDS), fc.boolean())
+    .map(([ref, ttlSeconds, upper]) => new Extend(ref, ttlSeconds, upper));
   const advanceClock = fc.constantFrom(1, 999, 1000, 2000, 4000, 5000, 30_000, 61_000).map((ms) => new AdvanceClock(ms));
   const runOutbox = fc
     .tuple(fc.constantFrom(1, 2, 4, 100), fc.oneof(fc.constant(0), fc.nat(255), fc.constant(255)))
@@ -390,11 +396,11 @@ export function commandArbitraries(): fc.Arbitrary<Command>[] {
     reserve,
     cart,
     cart,
+    cart,
     fc.tuple(fc.nat(30), fc.nat(5)).map(([which, form]) => new ReplayReserve(which, form)),
     ...(['confirm', 'cancel'] as const).map((action) => fc.tuple(reservationRef, fc.boolean()).map(([ref, upper]) => new Transition(action, ref, upper))),
-    fc
-      .tuple(reservationRef, fc.constantFrom(1, 30, 60, 90, model.MAX_HOLD_SECONDS), fc.boolean())
-      .map(([ref, ttlSeconds, upper]) => new Extend(ref, ttlSeconds, upper)),
+    extend,
+    extend,
     fc
       .tuple(fc.constantFrom('restock' as const, 'writeOff' as const), itemRef, fc.integer({ min: 1, max: 5 }), fc.constantFrom('damaged', 'lost'), stockKey, scope)
       .map(([action, item, quantity, reason, key, keyScope]) => new AdjustStock(action, item, quantity, reason, key, keyScope)),
@@ -491,14 +497,15 @@ export async function freshRun(t: TestDatabase, poison?: number): Promise<{ mode
  * database, then {@link checkDatabase}.
  */
 export function modelProperty(t: TestDatabase, { maxCommands }: { maxCommands: number }) {
-  const items = fc.array(stock, { minLength: 1, maxLength: 3 });
+  // Some stock to start with, so that carts fit now and then.
+  const items = fc.array(fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 1, max: 10 }) }, { weight: 1, arbitrary: stock }), { minLength: 1, maxLength: 3 });
   const poison = fc.option(fc.nat(4), { freq: 2 });
   return fc.asyncProperty(items, poison, fc.commands(commandArbitraries(), { maxCommands, size: 'max' }), async (initialStock, poisonIndex, commands) => {
     const setup = await freshRun(t, poisonIndex ?? undefined);
     for (const units of initialStock) await new CreateItem(units, null).run(setup.model, setup.real);
     await fc.asyncModelRun(() => setup, commands);
     await checkDatabase(setup.model, setup.real);
-    stat(`runs`); // TEMP
+    stat(`runs`); stat(`commands ${[...commands].length}`); // TEMP
     if (process.env.MODEL_STATS) console.log([...STATS].sort().map(([k, v]) => `${k}: ${v}`).join('\n')); // TEMP
   });
 }
