@@ -191,6 +191,26 @@ describeEachDialect('reservations of several items (carts)', (t) => {
     const page = await engine().listReservations({ itemId: b!, limit: 1 });
     expect(page.reservations).toEqual([forB[0]]);
     expect((await engine().listReservations({ itemId: b!, after: page.next })).reservations).toEqual([forB[1]]);
+
+    // Pages of 2 over singles and carts mixed, with a status filter: each exactly once, in id order.
+    const made = [];
+    for (let i = 0; i < 7; i++) {
+      const request = i % 2 === 0 ? { itemId: a!, quantity: 1 } : { lines: [{ itemId: a!, quantity: 1 }, { itemId: b!, quantity: 1 }] };
+      made.push((await engine().reserve({ ...request, idempotencyKey: `page-${i}` } as never)).reservation);
+    }
+    await engine().cancel(made[3]!.id);
+    await engine().cancel(made[4]!.id);
+    const pending = [single, cart, ...made.filter((_, i) => i !== 3 && i !== 4)].sort((x, y) => (x.id < y.id ? -1 : 1)).map((r) => r.id);
+    const seen: string[] = [];
+    let after: string | undefined;
+    do {
+      const next = await engine().listReservations({ itemId: a!, status: 'PENDING', limit: 2, after });
+      expect(next.reservations.length).toBeLessThanOrEqual(2);
+      seen.push(...next.reservations.map((r) => r.id));
+      after = next.next;
+    } while (after);
+    expect(seen).toEqual(pending);
+    expect((await engine().listReservations({ itemId: a!, status: 'CANCELLED' })).reservations.map((r) => r.id).sort()).toEqual([made[3]!.id, made[4]!.id].sort());
   });
 
   it('refuses malformed carts with a readable ValidationError and writes nothing', async () => {

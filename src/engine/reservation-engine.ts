@@ -1,4 +1,4 @@
-import type { CompiledQuery, Kysely, Selectable, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import type { CompiledQuery, Kysely, Selectable, SelectQueryBuilder, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
 import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import type { ReserveOutcome } from '../dialects/dialect.js';
@@ -640,21 +640,47 @@ export class ReservationEngine {
     return this.#telemetry.call('listReservations', OK, async () => {
       const { itemId, status, idempotencyScope, limit, after } = parse(listReservationsSchema, query);
       return this.#unknownOutcome('listReservations', NOTHING_WRITTEN, { retry: true }, async () => {
-        let select = this.#db.selectFrom('reservations').selectAll().orderBy('id').limit(limit + 1);
-        if (itemId !== undefined) {
-          // The item's own reservations, and those of several items with a line for it.
-          select = select.where((eb) =>
-            eb.or([eb('item_id', '=', itemId), eb('id', 'in', eb.selectFrom('reservation_lines').select('reservation_id').where('item_id', '=', itemId))]),
-          );
-        }
-        if (status !== undefined) select = select.where('status', '=', status);
-        if (idempotencyScope !== undefined) select = select.where('idempotency_scope', '=', idempotencyScope);
-        if (after !== undefined) select = select.where('id', '>', after);
-        const rows = await select.execute();
+        const rows = itemId === undefined ? await this.#pageOf(limit + 1, { status, idempotencyScope, after }) : await this.#pageOfItem(itemId, limit + 1, { status, idempotencyScope, after });
         const reservations = await withLines(this.#db, rows.slice(0, limit));
         return Object.freeze({ reservations: Object.freeze(reservations), next: rows.length > limit ? reservations.at(-1)?.id : undefined });
       });
     });
+  }
+
+  /** Up to `limit` reservations in id order, filtered. */
+  #pageOf(limit: number, filters: PageFilters) {
+    return this.#filtered(this.#db.selectFrom('reservations').selectAll(), filters).orderBy('id').limit(limit).execute();
+  }
+
+  /**
+   * Up to `limit` reservations of one item in id order: its single-item reservations (the index on
+   * item and id) and the carts with a line for it (the lines' index on item and reservation), each
+   * read in order up to `limit` and merged — one OR over both would scan the whole table.
+   */
+  async #pageOfItem(itemId: number, limit: number, filters: PageFilters) {
+    const own = this.#filtered(this.#db.selectFrom('reservations').select('id').where('item_id', '=', itemId), filters).orderBy('id').limit(limit);
+    let inCarts = this.#db
+      .selectFrom('reservation_lines as l')
+      .innerJoin('reservations as r', 'r.id', 'l.reservation_id')
+      .select('l.reservation_id as id')
+      .where('l.item_id', '=', itemId)
+      .orderBy('l.reservation_id')
+      .limit(limit);
+    if (filters.status !== undefined) inCarts = inCarts.where('r.status', '=', filters.status);
+    if (filters.idempotencyScope !== undefined) inCarts = inCarts.where('r.idempotency_scope', '=', filters.idempotencyScope);
+    if (filters.after !== undefined) inCarts = inCarts.where('l.reservation_id', '>', filters.after);
+    const ids = [...(await own.execute()), ...(await inCarts.execute())].map((row) => String(row.id).toLowerCase());
+    const page = [...new Set(ids)].sort().slice(0, limit);
+    if (page.length === 0) return [];
+    return this.#db.selectFrom('reservations').selectAll().where('id', 'in', page).orderBy('id').execute();
+  }
+
+  #filtered<Q extends SelectQueryBuilder<Database, 'reservations', any>>(select: Q, { status, idempotencyScope, after }: PageFilters): Q {
+    let query = select;
+    if (status !== undefined) query = query.where('status', '=', status) as Q;
+    if (idempotencyScope !== undefined) query = query.where('idempotency_scope', '=', idempotencyScope) as Q;
+    if (after !== undefined) query = query.where('id', '>', after) as Q;
+    return query;
   }
 
   /**
@@ -759,6 +785,13 @@ export class ReservationEngine {
     if (!isStorableDate(now)) throw new ConfigurationError([`clock: must return a valid Date in the years 1000–9999, got ${describeClockValue(now)}`]);
     return now;
   }
+}
+
+/** The filters of a page of {@link ReservationEngine.listReservations} besides the item. */
+interface PageFilters {
+  readonly status: ReservationStatus | undefined;
+  readonly idempotencyScope: string | undefined;
+  readonly after: string | undefined;
 }
 
 /** The reservation a (scope, key) was used for, with the hash of the request that used it. */
