@@ -138,7 +138,7 @@ export interface ReserveResult {
 
 /** What {@link ReservationEngine.listReservations} takes: filters, and where the page starts. */
 export interface ListReservationsQuery {
-  /** Only this item's reservations (served by an index on item and id). */
+  /** Only this item's reservations: its single-item ones and the carts with a line for it (each served by an index on item and id). */
   readonly itemId?: number;
   /** Only reservations in this status. */
   readonly status?: ReservationStatus;

@@ -66,8 +66,10 @@ export function reservationEngineMigrationProvider(options: MigrationOptions = {
 
 /**
  * Creates or updates the engine's tables (`<tablePrefix>items`, `<tablePrefix>reservations`,
- * `<tablePrefix>idempotency_requests`, `<tablePrefix>restock_requests`, `<tablePrefix>outbox`;
- * on MySQL also the procedure `<tablePrefix>reserve`), with their own bookkeeping tables
+ * `<tablePrefix>reservation_lines`, `<tablePrefix>idempotency_requests`,
+ * `<tablePrefix>restock_requests`, `<tablePrefix>outbox`) and routines
+ * (`<tablePrefix>reserve_or_replay` and `<tablePrefix>reserve_lines`: stored procedures on MySQL,
+ * PL/pgSQL functions on PostgreSQL), with their own bookkeeping tables
  * (`<tablePrefix>migration`, `<tablePrefix>migration_lock`), so that a host's migrations are never
  * mixed with the library's. Safe to call at every start and from several processes at once
  * (Kysely's migration lock); a repeat call is a no-op.
