@@ -160,6 +160,26 @@ describeEachDialect('audit and write-offs', (t) => {
     expect(await t.db.selectFrom('outbox').select('type').where('type', '=', 'item.written_off').execute()).toHaveLength(1);
   });
 
+  it('writeOff in a host transaction: committed with it, gone with its rollback; a refused one leaves it usable', async () => {
+    const a = await item(5);
+    await t.db
+      .transaction()
+      .execute(async (trx) => {
+        await engine().writeOff({ itemId: a.id, quantity: 2, reason: 'rolled back' }, { trx });
+        throw new Error('the host changes its mind');
+      })
+      .catch(() => {});
+    expect((await engine().getItem(a.id))!.availableQuantity).toBe(5);
+    await t.db.transaction().execute(async (trx) => {
+      expect(await caught(() => engine().writeOff({ itemId: a.id, quantity: 6, reason: 'too many' }, { trx }))).toBeInstanceOf(InsufficientStockError);
+      await engine().writeOff({ itemId: a.id, quantity: 1, reason: 'committed', idempotencyKey: 'host-w' }, { trx });
+    });
+    expect((await engine().getItem(a.id))!.availableQuantity).toBe(4);
+    const reasons = (await t.db.selectFrom('outbox').select('payload').execute()).map((row: any) => parse(row.payload).reason);
+    expect(reasons).toEqual(['committed']);
+    expect(await engine().audit()).toMatchObject({ ok: true });
+  });
+
   it('refuses bad write-offs and bad audit input with a ValidationError, writing nothing', async () => {
     const a = await item(10);
     for (const input of [
