@@ -60,6 +60,30 @@ const traceparentOf = (span: ReadableSpan) => `00-${span.spanContext().traceId}-
 describeEachDialect('OpenTelemetry', (t) => {
   const dbSystem = () => (t.name === 'mysql' ? 'mysql' : 'postgresql');
 
+  it('carts, extend, writeOff and audit: a span each with its outcome, and their events carry their trace context', async () => {
+    const { spans, telemetry } = setUp();
+    const engine = new ReservationEngine({ db: t.db, telemetry, maxHoldSeconds: 120 });
+    const [a, b] = [await engine.createItem({ sku: unique(), name: 'a', availableQuantity: 5 }), await engine.createItem({ sku: unique(), name: 'b', availableQuantity: 5 })];
+    const { reservation } = await engine.reserve({ lines: [{ itemId: a.id, quantity: 1 }, { itemId: b.id, quantity: 2 }], idempotencyKey: unique(), ttlSeconds: 30 });
+    await caught(() => engine.reserve({ lines: [{ itemId: a.id, quantity: 9 }, { itemId: b.id, quantity: 1 }], idempotencyKey: unique() }));
+    await engine.extend(reservation.id, { ttlSeconds: 60 });
+    await caught(() => engine.extend(reservation.id, { ttlSeconds: 600 }));
+    await engine.writeOff({ itemId: a.id, quantity: 1, reason: 'damaged' });
+    await engine.audit();
+    const finished = spans.getFinishedSpans();
+    expect(named(finished, 'reservation-engine reserve').map((span) => span.attributes['reservation_engine.outcome'])).toEqual(['created', 'insufficient_stock']);
+    expect(named(finished, 'reservation-engine extend').map((span) => span.attributes['reservation_engine.outcome'])).toEqual(['ok', 'hold_limit_exceeded']);
+    expect(named(finished, 'reservation-engine writeOff')[0]?.attributes).toMatchObject({ 'reservation_engine.outcome': 'ok', 'db.system.name': dbSystem() });
+    expect(named(finished, 'reservation-engine audit')[0]?.attributes).toMatchObject({ 'reservation_engine.outcome': 'ok' });
+    const writers: Record<string, string> = {
+      'reservation.created': traceparentOf(named(finished, 'reservation-engine reserve')[0]!),
+      'reservation.extended': traceparentOf(named(finished, 'reservation-engine extend')[0]!),
+      'item.written_off': traceparentOf(named(finished, 'reservation-engine writeOff')[0]!),
+    };
+    const events = await t.db.selectFrom('outbox').select(['type', 'trace_context']).orderBy('id').execute();
+    expect(events.map((e: any) => [e.type, e.trace_context])).toEqual(Object.entries(writers));
+  });
+
   it('spans and metrics of a scripted workload: outcomes, transitions, trace context from reserve to delivery', async () => {
     const { spans, telemetry, metrics } = setUp();
     let now = new Date('2030-01-01T00:00:00Z');
