@@ -18,7 +18,7 @@ describeEachDialect(
       await fc.assert(modelProperty(t, { maxCommands: 25 }), { numRuns: 40, ...replayParameters() });
     });
 
-    it('concurrent reserves, confirms, cancels and expiry are each equivalent to some order of the same calls', async () => {
+    it('concurrent reserves, carts, confirms, cancels, extensions, write-offs and expiry are each equivalent to some order of the same calls', async () => {
       await fc.assert(concurrencyProperty(t), { numRuns: 30, ...replayParameters() });
     });
   },

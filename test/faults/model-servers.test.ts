@@ -23,7 +23,7 @@ describeEachServerDialect('model-based on a server', (t) => {
   );
 
   it(
-    'concurrent reserves, confirms, cancels and expiry are each equivalent to some order of the same calls',
+    'concurrent reserves, carts, confirms, cancels, extensions, write-offs and expiry are each equivalent to some order of the same calls',
     async () => {
       await fc.assert(concurrencyProperty(t), { numRuns: soak ? 5000 : 200, ...replayParameters() });
     },
