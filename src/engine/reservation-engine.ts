@@ -1,11 +1,10 @@
-import type { CompiledQuery, Kysely, Selectable, SelectQueryBuilder, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import type { CompiledQuery, Kysely, Selectable, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import { z } from 'zod';
 import { type DatabaseKind, dialectOf, type SqlDialect, verifiedSession } from '../dialects/index.js';
 import type { ReserveOutcome } from '../dialects/dialect.js';
 import {
   ConfigurationError,
   DuplicateSkuError,
-  HoldLimitExceededError,
   IdempotencyConflictError,
   InsufficientStockError,
   InvalidStateError,
@@ -20,10 +19,12 @@ import { eventRow, itemEventRow } from '../outbox/event-row.js';
 import { toItem, toReservation } from '../rows.js';
 import { moveStock } from '../stock/move-stock.js';
 import { readLines, withLines } from './lines.js';
+import { reservationPage } from './list-reservations.js';
+import { extendHold } from './extend-hold.js';
 import { type AuditReport, auditStock } from '../audit/audit-stock.js';
 import { engineDb, type SchemaNames, schemaNames } from '../schema/tables.js';
 import { sleep, withRetries } from '../transaction.js';
-import type { Database, Item, Reservation, ReservationEventType, ReservationLine, ReservationStatus, ReservationsTable } from '../types.js';
+import type { Database, Item, Reservation, ReservationEventType, ReservationLine, ReservationsTable } from '../types.js';
 import { uuidv7 } from '../uuid.js';
 import { dbSystemName, recordRetry, type Telemetry, type TelemetrySetting, telemetryFor } from '../observability/telemetry.js';
 import { transact, underSavepoint, type WriteOptions, type WriteTarget, writeTarget } from './host-transaction.js';
@@ -560,29 +561,11 @@ export class ReservationEngine {
       const advice = 'Extend it again: a repeat moves expiresAt no further than the request asks.';
       return this.#unknownOutcome('extend', advice, { retry: !target.hosted }, () =>
         transact(target, this.#dialect, (db) => {
-          const writes = () => this.#extendWrites(db, id, reservationId, ttlSeconds);
+          const writes = () => extendHold(db, this.#dialect, { id, reservationId, ttlSeconds, now: this.#now(), maxHoldSeconds: this.#maxHoldSeconds, traceContext: this.#telemetry.traceparent() });
           return target.hosted ? underSavepoint(db, writes) : writes();
         }),
       );
     });
-  }
-
-  async #extendWrites(db: Kysely<Database>, id: string, reservationId: string, ttlSeconds: number): Promise<Reservation> {
-    const now = this.#now();
-    const wanted = new Date(now.getTime() + ttlSeconds * 1000);
-    // The reservation's row lock first, as every transition takes it; extend touches no item.
-    const row = await db.selectFrom('reservations').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
-    if (!row) throw new NotFoundError('reservation', reservationId);
-    const [current] = (await withLines(db, [row])) as [Reservation];
-    if (current.status !== 'PENDING') throw new InvalidStateError(current.id, current.status, 'extend');
-    if (current.expiresAt.getTime() <= now.getTime()) throw new InvalidStateError(current.id, current.status, 'extend', true);
-    if (wanted.getTime() <= current.expiresAt.getTime()) return current;
-    const latest = new Date(current.createdAt.getTime() + this.#maxHoldSeconds * 1000);
-    if (wanted.getTime() > latest.getTime()) throw new HoldLimitExceededError(current.id, latest, wanted);
-    await db.updateTable('reservations').set({ expires_at: wanted, updated_at: now }).where('id', '=', id).where('status', '=', 'PENDING').execute();
-    const reservation: Reservation = Object.freeze({ ...current, expiresAt: wanted, updatedAt: now });
-    await db.insertInto('outbox').values(eventRow(this.#dialect, 'reservation.extended', reservation, now, this.#telemetry.traceparent())).execute();
-    return reservation;
   }
 
   /**
@@ -640,47 +623,9 @@ export class ReservationEngine {
     return this.#telemetry.call('listReservations', OK, async () => {
       const { itemId, status, idempotencyScope, limit, after } = parse(listReservationsSchema, query);
       return this.#unknownOutcome('listReservations', NOTHING_WRITTEN, { retry: true }, async () => {
-        const rows = itemId === undefined ? await this.#pageOf(limit + 1, { status, idempotencyScope, after }) : await this.#pageOfItem(itemId, limit + 1, { status, idempotencyScope, after });
-        const reservations = await withLines(this.#db, rows.slice(0, limit));
-        return Object.freeze({ reservations: Object.freeze(reservations), next: rows.length > limit ? reservations.at(-1)?.id : undefined });
+        return reservationPage(this.#db, { itemId, status, idempotencyScope, after }, limit);
       });
     });
-  }
-
-  /** Up to `limit` reservations in id order, filtered. */
-  #pageOf(limit: number, filters: PageFilters) {
-    return this.#filtered(this.#db.selectFrom('reservations').selectAll(), filters).orderBy('id').limit(limit).execute();
-  }
-
-  /**
-   * Up to `limit` reservations of one item in id order: its single-item reservations (the index on
-   * item and id) and the carts with a line for it (the lines' index on item and reservation), each
-   * read in order up to `limit` and merged — one OR over both would scan the whole table.
-   */
-  async #pageOfItem(itemId: number, limit: number, filters: PageFilters) {
-    const own = this.#filtered(this.#db.selectFrom('reservations').select('id').where('item_id', '=', itemId), filters).orderBy('id').limit(limit);
-    let inCarts = this.#db
-      .selectFrom('reservation_lines as l')
-      .innerJoin('reservations as r', 'r.id', 'l.reservation_id')
-      .select('l.reservation_id as id')
-      .where('l.item_id', '=', itemId)
-      .orderBy('l.reservation_id')
-      .limit(limit);
-    if (filters.status !== undefined) inCarts = inCarts.where('r.status', '=', filters.status);
-    if (filters.idempotencyScope !== undefined) inCarts = inCarts.where('r.idempotency_scope', '=', filters.idempotencyScope);
-    if (filters.after !== undefined) inCarts = inCarts.where('l.reservation_id', '>', filters.after);
-    const ids = [...(await own.execute()), ...(await inCarts.execute())].map((row) => String(row.id).toLowerCase());
-    const page = [...new Set(ids)].sort().slice(0, limit);
-    if (page.length === 0) return [];
-    return this.#db.selectFrom('reservations').selectAll().where('id', 'in', page).orderBy('id').execute();
-  }
-
-  #filtered<Q extends SelectQueryBuilder<Database, 'reservations', any>>(select: Q, { status, idempotencyScope, after }: PageFilters): Q {
-    let query = select;
-    if (status !== undefined) query = query.where('status', '=', status) as Q;
-    if (idempotencyScope !== undefined) query = query.where('idempotency_scope', '=', idempotencyScope) as Q;
-    if (after !== undefined) query = query.where('id', '>', after) as Q;
-    return query;
   }
 
   /**
@@ -785,13 +730,6 @@ export class ReservationEngine {
     if (!isStorableDate(now)) throw new ConfigurationError([`clock: must return a valid Date in the years 1000–9999, got ${describeClockValue(now)}`]);
     return now;
   }
-}
-
-/** The filters of a page of {@link ReservationEngine.listReservations} besides the item. */
-interface PageFilters {
-  readonly status: ReservationStatus | undefined;
-  readonly idempotencyScope: string | undefined;
-  readonly after: string | undefined;
 }
 
 /** The reservation a (scope, key) was used for, with the hash of the request that used it. */
